@@ -1,0 +1,1 @@
+"""Data: NLI and STS readers, the synthetic NLI generator, and batching (text and token ids only)."""

@@ -1,0 +1,81 @@
+"""Training examples at the token level: NLI text -> interned, pre-tokenised examples + batches.
+
+Softmax: one example per (premise, hypothesis, label) pair.
+MNR: one example per (premise, entailed hypothesis); its hard negative is a contradicting hypothesis
+of the same premise when one exists (round-robin over them), else none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sbert_nli.data.batching import TokenStore, epoch_batches, intern, no_duplicate_batches
+from sbert_nli.data.nli import NLIData
+
+
+@dataclass
+class Examples:
+    kind: str  # "softmax" or "mnr"
+    store: TokenStore
+    roles: dict[str, np.ndarray]  # softmax: a, b; mnr: anchor, positive, negative (-1 = none)
+    labels: np.ndarray | None = None
+    note: str = ""
+
+    def __len__(self) -> int:
+        return len(next(iter(self.roles.values())))
+
+    def example_lengths(self) -> np.ndarray:
+        """Longest text of each example (what its padded width depends on)."""
+        lengths = self.store.lengths
+        return np.max(np.stack([np.where(r >= 0, lengths[np.maximum(r, 0)], 0) for r in self.roles.values()]), axis=0)
+
+    def batches(self, batch_size: int, seed: int, epoch: int, group_by_length: bool = True,
+                group_premises: bool = True, drop_last: bool = False) -> list[np.ndarray]:
+        lengths = self.example_lengths() if group_by_length else None
+        if self.kind == "mnr":
+            batches = no_duplicate_batches(list(self.roles.values()), batch_size, seed, epoch, lengths)
+            return [b for b in batches if len(b) == batch_size] if drop_last else batches
+        groups = self.roles["a"] if group_premises else None
+        return epoch_batches(len(self), batch_size, seed, epoch, lengths=lengths, groups=groups, drop_last=drop_last)
+
+
+def softmax_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
+    texts, (a, b) = intern(data.premise, data.hypothesis)
+    store = TokenStore.build(texts, tokenizer, max_len)
+    note = f"{len(a)} pairs over {len(texts)} distinct sentences"
+    return Examples("softmax", store, {"a": a, "b": b}, data.label.copy(), note)
+
+
+def mnr_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
+    texts, (premise, hypothesis) = intern(data.premise, data.hypothesis)
+    entail: dict[int, list[int]] = {}
+    contra: dict[int, list[int]] = {}
+    for p, h, label in zip(premise.tolist(), hypothesis.tolist(), data.label.tolist()):
+        if label == 0:
+            entail.setdefault(p, []).append(h)
+        elif label == 2:
+            contra.setdefault(p, []).append(h)
+    anchors, positives, negatives = [], [], []
+    for p, hyps in entail.items():
+        negs = contra.get(p, [])
+        for k, h in enumerate(hyps):
+            anchors.append(p)
+            positives.append(h)
+            negatives.append(negs[k % len(negs)] if negs else -1)
+    negatives_arr = np.asarray(negatives, dtype=np.int64)
+    # Only the texts MNR uses are tokenised.
+    used = np.unique(np.concatenate([anchors, positives, negatives_arr[negatives_arr >= 0]]).astype(np.int64))
+    remap = np.full(len(texts), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    store = TokenStore.build([texts[i] for i in used], tokenizer, max_len)
+    roles = {
+        "anchor": remap[np.asarray(anchors, dtype=np.int64)],
+        "positive": remap[np.asarray(positives, dtype=np.int64)],
+        "negative": np.where(negatives_arr >= 0, remap[np.maximum(negatives_arr, 0)], -1),
+    }
+    without = int((negatives_arr < 0).sum())
+    note = (f"{len(anchors)} (anchor, positive) examples: {len(anchors) - without} triplets with a hard negative, "
+            f"{without} pairs without one")
+    return Examples("mnr", store, roles, None, note)

@@ -1,0 +1,170 @@
+"""Read local tabular files (.jsonl, .json, .csv, .tsv, .parquet) into columns of Python values.
+
+Every reader returns a :class:`Table`: column name -> list of values, plus the 1-based line number
+of each row in the file (for error messages). A data file is only ever parsed, never evaluated.
+Every problem a user can cause (missing file, bad UTF-8, broken line, missing columns) raises
+:class:`SbertNliError` naming the file and, where there is one, the line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sbert_nli.errors import SbertNliError
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+
+
+@dataclass
+class Table:
+    path: Path
+    columns: dict[str, list]
+    lines: list[int]  # file line (or row number for parquet/json) of each row
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def select(self, roles: dict[str, str], source_hint: str) -> dict[str, list]:
+        """Return ``{role: column values}``; a missing column gets an error that shows the mapping."""
+        missing = [column for column in roles.values() if column not in self.columns]
+        if missing:
+            found = ", ".join(self.columns) or "none"
+            example = ",".join(f"{role}=COLUMN" for role in roles)
+            raise SbertNliError(
+                f"{self.path}: missing column(s) {', '.join(missing)}; columns found: {found}; "
+                f"map them with {source_hint} {example}"
+            )
+        return {role: self.columns[column] for role, column in roles.items()}
+
+
+def check_file(path: str | Path, suffixes=TABLE_SUFFIXES) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise SbertNliError(f"{path} is a directory; expected a data file ({', '.join(suffixes)})")
+    if not path.exists():
+        raise SbertNliError(f"data file {path} does not exist")
+    if path.suffix.lower() not in suffixes:
+        raise SbertNliError(
+            f"{path}: unknown file type '{path.suffix or '(none)'}'; use one of {', '.join(suffixes)}"
+        )
+    if path.stat().st_size == 0:
+        raise SbertNliError(f"data file {path} is empty")
+    return path
+
+
+def decode_text(path: Path) -> str:
+    """Read a file as UTF-8; on bad bytes name the line."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SbertNliError(f"{path}:{line}: not valid UTF-8 ({exc.reason}); re-save the file as UTF-8") from None
+
+
+def read_table(path: str | Path) -> Table:
+    path = check_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        table = _read_parquet(path)
+    elif suffix == ".jsonl":
+        table = _read_jsonl(path)
+    elif suffix == ".json":
+        table = _read_json(path)
+    else:
+        table = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+    if len(table) == 0:
+        raise SbertNliError(f"data file {path} has no rows")
+    return table
+
+
+def _rows_to_table(path: Path, rows: list[dict], lines: list[int]) -> Table:
+    names: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            names.setdefault(key, None)
+    columns = {name: [row.get(name) for row in rows] for name in names}
+    return Table(path, columns, lines)
+
+
+def _read_jsonl(path: Path) -> Table:
+    rows, lines = [], []
+    for number, line in enumerate(decode_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SbertNliError(f"{path}:{number}: broken JSON line ({exc.msg}); fix or remove the line") from None
+        if not isinstance(row, dict):
+            raise SbertNliError(f"{path}:{number}: expected a JSON object per line, got {type(row).__name__}")
+        rows.append(row)
+        lines.append(number)
+    return _rows_to_table(path, rows, lines)
+
+
+def _read_json(path: Path) -> Table:
+    try:
+        data = json.loads(decode_text(path))
+    except json.JSONDecodeError as exc:
+        raise SbertNliError(f"{path}:{exc.lineno}: broken JSON ({exc.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if isinstance(data, dict) and data and all(isinstance(v, list) for v in data.values()):
+        lengths = {len(v) for v in data.values()}
+        if len(lengths) != 1:
+            raise SbertNliError(f"{path}: columns have different lengths {sorted(lengths)}")
+        return Table(path, {str(k): list(v) for k, v in data.items()}, list(range(1, lengths.pop() + 1)))
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise SbertNliError(
+            f"{path}: expected a list of objects, {{\"data\": [...]}} or an object of columns"
+        )
+    return _rows_to_table(path, data, list(range(1, len(data) + 1)))
+
+
+def _read_delimited(path: Path, delimiter: str) -> Table:
+    # csv handles pandas-style quoting ("" escapes a quote inside a quoted field); strict mode turns
+    # a broken quote into an error instead of a silently merged row.
+    text = decode_text(path)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise SbertNliError(f"data file {path} is empty") from None
+    except csv.Error as exc:
+        raise SbertNliError(f"{path}:1: broken header ({exc})") from None
+    header = [name.strip() for name in header]
+    # pandas writes its index as an unnamed first column.
+    columns: dict[str, list] = {name or f"column_{i}": [] for i, name in enumerate(header)}
+    names = list(columns)
+    lines: list[int] = []
+    try:
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            if len(fields) != len(names):
+                raise SbertNliError(
+                    f"{path}:{reader.line_num}: {len(fields)} fields, but the header has {len(names)}; "
+                    "check the delimiter and quoting"
+                )
+            for name, value in zip(names, fields):
+                columns[name].append(value)
+            lines.append(reader.line_num)
+    except csv.Error as exc:
+        raise SbertNliError(f"{path}:{reader.line_num}: broken line ({exc}); check the quoting") from None
+    return Table(path, columns, lines)
+
+
+def _read_parquet(path: Path) -> Table:
+    import pyarrow.parquet as pq
+
+    try:
+        data = pq.read_table(path).to_pydict()
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise SbertNliError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
+    length = len(next(iter(data.values()))) if data else 0
+    return Table(path, {str(k): v for k, v in data.items()}, list(range(1, length + 1)))

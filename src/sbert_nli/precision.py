@@ -1,0 +1,57 @@
+"""Precision as one switch: autocast for bf16/fp16, GradScaler only for fp16, fp32 maths otherwise."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from sbert_nli.errors import SbertNliError
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda > mps > cpu; an explicit device that is absent is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = name.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise SbertNliError(f"--device {name} asked for, but no CUDA GPU is available here; use --device cpu or auto")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SbertNliError(f"--device {name} asked for, but MPS is not available here; use --device cpu or auto")
+    if kind == "cuda":
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise SbertNliError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return torch.device(name)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: bf16 where the hardware runs it natively (recent GPUs), else fp32."""
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise SbertNliError("--precision bf16 is not supported by this GPU; use --precision fp16 or fp32")
+    if precision == "fp16" and device.type == "cpu":
+        raise SbertNliError("--precision fp16 is not supported on CPU; use --precision bf16 or fp32")
+    return precision
+
+
+def autocast(device_type: str, precision: str):
+    if precision in DTYPES:
+        return torch.autocast(device_type=device_type, dtype=DTYPES[precision])
+    return contextlib.nullcontext()
+
+
+def grad_scaler(precision: str, device: torch.device):
+    """A GradScaler for fp16 only (bf16 has fp32's exponent range and needs none)."""
+    if precision == "fp16":
+        return torch.amp.GradScaler(device.type)
+    return None
