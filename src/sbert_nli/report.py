@@ -48,6 +48,16 @@ def top_pairs(sim: np.ndarray, sentences: list[str], k: int = 5) -> list[tuple[f
     return [(float(sim[i[o], j[o]]), sentences[i[o]], sentences[j[o]]) for o in order]
 
 
+def model_label(name: str) -> str:
+    """A short title for a model: a hub id as is, a local folder by its last two path parts."""
+    from pathlib import Path
+
+    parts = Path(name).parts
+    if Path(name).exists() and len(parts) > 2:
+        name = "/".join(parts[-2:])
+    return _short(name, 40)
+
+
 def _short(text: str, width: int = 28) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -75,13 +85,14 @@ def save_heatmaps(path: str | Path, panels: list[tuple[str, np.ndarray]], senten
     plt = _plt()
     vmin = min(float(m.min()) for _, m in panels)
     vmax = 1.0
-    fig, axes = plt.subplots(1, len(panels), figsize=heatmap_size(len(panels)), dpi=HEATMAP_DPI, squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=heatmap_size(len(panels)), dpi=HEATMAP_DPI, squeeze=False,
+                             layout="constrained")
     image = None
     for ax, (title, sim) in zip(axes[0], panels):
-        image = _draw_heatmap(ax, sim, sentences, title, vmin, vmax)
+        image = _draw_heatmap(ax, sim, sentences, model_label(title), vmin, vmax)
         if ax is not axes[0][0]:
             ax.set_yticks(range(len(sentences)), [str(i) for i in range(len(sentences))])
-    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="cosine similarity")
+    fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="cosine similarity (shared scale)")
     fig.savefig(path, dpi=HEATMAP_DPI)
     width, height = fig.canvas.get_width_height()
     plt.close(fig)
