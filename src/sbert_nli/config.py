@@ -174,7 +174,16 @@ def merge(config: RunConfig, overrides: dict, origin: str) -> RunConfig:
     return config
 
 
+# Names users bring from the Hugging Face / sentence-transformers trainers.
+ALIASES = {"learning_rate": "lr", "num_epochs": "epochs", "num_train_epochs": "epochs",
+           "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+           "warmup_steps": "warmup_ratio", "gradient_accumulation_steps": "grad_accum",
+           "max_length": "max_seq_length", "fp16": "precision", "bf16": "precision", "model_name": "name"}
+
+
 def _suggest(word: str, options) -> str:
+    if ALIASES.get(word) in options:
+        return f" (did you mean '{ALIASES[word]}'?)"
     close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else f" (valid: {', '.join(options)})"
 

@@ -217,6 +217,11 @@ def resolve_model_folder(name: str) -> Path:
     try:
         local = snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "1_Pooling/*", "2_Normalize/*"])
     except Exception as exc:
+        from sbert_nli.hub import offline_mode
+
+        if offline_mode():
+            raise SbertNliError(f"model '{name}' is not in the local Hugging Face cache and HF_HUB_OFFLINE=1 is set; "
+                                "pass a local model folder instead") from None
         raise SbertNliError(f"cannot download model '{name}' from the hub ({type(exc).__name__}); check the id or pass a local folder") from None
     return resolve_model_folder(local)
 

@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -141,7 +142,20 @@ class _Interrupt:
 
 def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume: str | bool = False,
           progress: bool = True) -> dict:
-    """Train, evaluate and save into ``output``. Returns the final metrics."""
+    """Train, evaluate and save into ``output``. Returns the final metrics.
+
+    A run that fails before writing anything leaves no output folder behind."""
+    created = not Path(output).exists()
+    try:
+        return _train(config, output, overwrite, resume, progress)
+    except BaseException:
+        folder = Path(output)
+        if created and folder.is_dir() and not any(p for p in folder.iterdir() if not p.name.startswith(".tmp-")):
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str | bool, progress: bool) -> dict:
     from sbert_nli import report
     from sbert_nli.data.examples import mnr_examples, softmax_examples
     from sbert_nli.data.nli import load_nli, split_holdout
@@ -239,8 +253,7 @@ def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         if dist_info.main:
             _truncate_metrics(out / "metrics.jsonl", step)
             log.info("resumed from %s (step %d)", found, step)
-    elif dist_info.main:
-        (out / "metrics.jsonl").write_text("", encoding="utf-8")
+    metrics_mode = "a" if resume else "w"  # a new run starts a fresh log at its first record
 
     def save_model(folder_out: Path, metrics: dict | None = None) -> None:
         def write(tmp: Path) -> None:
@@ -337,8 +350,9 @@ def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume
                                 save_model(out)
                         _barrier(dist_info)
                     if dist_info.main:
-                        with metrics_file.open("a", encoding="utf-8") as handle:
+                        with metrics_file.open(metrics_mode, encoding="utf-8") as handle:
                             handle.write(json.dumps(record) + "\n")
+                        metrics_mode = "a"
                         if bar is not None:
                             bar.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.0f}")
                 if t.save_every and step % t.save_every == 0 and not last:

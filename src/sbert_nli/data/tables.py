@@ -93,7 +93,7 @@ def _rows_to_table(path: Path, rows: list[dict], lines: list[int]) -> Table:
 
 def _read_jsonl(path: Path) -> Table:
     rows, lines = [], []
-    for number, line in enumerate(decode_text(path).splitlines(), start=1):
+    for number, line in enumerate(decode_text(path).split("\n"), start=1):  # not splitlines(): U+2028 is text
         if not line.strip():
             continue
         try:
