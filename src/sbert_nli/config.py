@@ -42,6 +42,7 @@ class ModelConfig:
     pooling: str | None = None  # None: keep a sentence-transformers model's own, else "mean"
     max_seq_length: int = 128
     trust_remote_code: bool = False
+    dropout: float | None = None  # override the transformer's hidden and attention dropout
     # Shape of "builtin:tiny-bert" (ignored otherwise).
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
@@ -286,6 +287,7 @@ def validate(config: RunConfig) -> RunConfig:
           f"train.head_features must be a non-empty subset of {', '.join(HEAD_FEATURES)}, got {t.head_features}")
     check(m.pooling is None or m.pooling in POOLING_MODES,
           f"model.pooling must be one of {', '.join(POOLING_MODES)}, got {m.pooling!r}")
+    check(m.dropout is None or 0.0 <= m.dropout < 1.0, f"model.dropout must be within [0, 1), got {m.dropout}")
     check(m.max_seq_length >= 2, f"model.max_seq_length must be >= 2, got {m.max_seq_length}")
     check(0.0 <= d.holdout_fraction < 1.0, f"data.holdout_fraction must be within [0, 1), got {d.holdout_fraction}")
     check(d.synthetic_pairs >= 30, f"data.synthetic_pairs must be >= 30, got {d.synthetic_pairs}")

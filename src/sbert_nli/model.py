@@ -243,6 +243,12 @@ def _read_st_pipeline(folder: Path) -> dict:
                     cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
                     info["max_seq_length"] = cfg.get("max_seq_length")
                     info["do_lower_case"] = bool(cfg.get("do_lower_case", False))
+                tok_file = folder / "tokenizer_config.json"
+                if not info.get("max_seq_length") and tok_file.is_file():
+                    # sentence-transformers >= 6 keeps max_seq_length as the tokenizer's model_max_length
+                    limit = json.loads(tok_file.read_text(encoding="utf-8")).get("model_max_length")
+                    if isinstance(limit, int) and 0 < limit < 100_000:
+                        info["max_seq_length"] = limit
             elif kind == "Pooling":
                 cfg = json.loads((sub / "config.json").read_text(encoding="utf-8"))
                 if "pooling_mode" in cfg:  # sentence-transformers >= 6 writes one string
@@ -268,15 +274,31 @@ def _read_st_pipeline(folder: Path) -> dict:
 def build_tiny_bert(texts: list[str], hidden: int = 64, layers: int = 2, heads: int = 2, vocab_size: int = 1000,
                     max_seq_length: int = 64, seed: int = 0) -> SentenceEncoder:
     """A random-init BERT with an uncased WordPiece vocab trained on ``texts``: no downloads at all."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # A deterministic WordPiece vocab (the tokenizers trainer breaks count ties differently from run to
+    # run): every character, alone and as a "##" continuation, then whole words by frequency.
+    counts: dict[str, int] = {}
+    for text in texts:
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)):
+            counts[word] = counts.get(word, 0) + 1
+    chars = sorted({c for word in counts for c in word})
+    vocab = special + chars + ["##" + c for c in chars]
+    seen = set(vocab)
+    for word, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in seen:
+            vocab.append(word)
+            seen.add(word)
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=special, show_progress=False))
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],

@@ -155,15 +155,52 @@ def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         raise
 
 
+def build_encoder(config: RunConfig, data):
+    """The model to train: a loaded one, or the built-in tiny BERT whose vocab comes from ``data``."""
+    from sbert_nli.model import TINY_BERT, SentenceEncoder, build_tiny_bert
+
+    m = config.model
+    if m.name == TINY_BERT:
+        encoder = build_tiny_bert(data.premise + data.hypothesis, m.tiny_hidden_size, m.tiny_layers, m.tiny_heads,
+                                  m.tiny_vocab_size, m.max_seq_length, seed=config.train.seed)
+        if m.pooling:
+            encoder.pooling = m.pooling
+    else:
+        encoder = SentenceEncoder.load(m.name, m.pooling, m.max_seq_length, m.trust_remote_code)
+    if m.dropout is not None:
+        for module in encoder.transformer.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = m.dropout
+    pooler = getattr(encoder.transformer, "pooler", None)
+    if pooler is not None:  # BERT's pooler is not part of a sentence embedding: freeze it (DDP needs every grad)
+        pooler.requires_grad_(False)
+    return encoder
+
+
+def load_training_data(config: RunConfig):
+    """(train, held-out or None, STS dev or None) exactly as both engines use them."""
+    from sbert_nli.data.nli import load_nli, read_nli_file, split_holdout
+    from sbert_nli.data.sts import read_sts
+
+    d, seed = config.data, config.train.seed
+    data = load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed)
+    if d.max_train_pairs and d.max_train_pairs < len(data):
+        data = data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[: d.max_train_pairs]))
+    data, heldout = split_holdout(data, d.holdout_fraction, seed)
+    if d.eval_nli:
+        heldout = read_nli_file(d.eval_nli, d.columns)
+    sts_dev = read_sts(d.eval_sts) if d.eval_sts else None
+    return data, heldout, sts_dev
+
+
 def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str | bool, progress: bool) -> dict:
     from sbert_nli import report
     from sbert_nli.data.examples import mnr_examples, softmax_examples
-    from sbert_nli.data.nli import load_nli, split_holdout
     from sbert_nli.losses import MultipleNegativesRankingLoss, SoftmaxLoss
-    from sbert_nli.model import TINY_BERT, SentenceEncoder, build_tiny_bert
+    from sbert_nli.model import SentenceEncoder
     from sbert_nli.precision import autocast, grad_scaler, resolve_device, resolve_precision
 
-    m, d, t = config.model, config.data, config.train
+    t = config.train
     dist_info = init_distributed()
     device = resolve_device(t.device)
     if dist_info.world > 1 and device.type == "cuda":
@@ -174,35 +211,17 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     torch.manual_seed(t.seed)
 
     # 1. data -------------------------------------------------------------------------------
-    from sbert_nli.data.sts import read_sts
-
-    data = load_nli(d.train, d.columns, d.synthetic_pairs, seed=t.seed)
-    if d.max_train_pairs and d.max_train_pairs < len(data):
-        data = data.subset(np.sort(np.random.default_rng(t.seed).permutation(len(data))[: d.max_train_pairs]))
-    data, heldout = split_holdout(data, d.holdout_fraction, t.seed)
-    if d.eval_nli:
-        from sbert_nli.data.nli import read_nli_file
-
-        heldout = read_nli_file(d.eval_nli, d.columns)
-    sts_dev = read_sts(d.eval_sts) if d.eval_sts else None
+    data, heldout, sts_dev = load_training_data(config)
     if dist_info.main:
         log.info("data: %s", data.report())
 
     # 2. model ------------------------------------------------------------------------------
-    if m.name == TINY_BERT:
-        encoder = build_tiny_bert(data.premise + data.hypothesis, m.tiny_hidden_size, m.tiny_layers, m.tiny_heads,
-                                  m.tiny_vocab_size, m.max_seq_length, seed=t.seed)
-        if m.pooling:
-            encoder.pooling = m.pooling
-    else:
-        encoder = SentenceEncoder.load(m.name, m.pooling, m.max_seq_length, m.trust_remote_code)
-    pooler = getattr(encoder.transformer, "pooler", None)
-    if pooler is not None:  # BERT's pooler is not part of a sentence embedding: freeze it (DDP needs every grad)
-        pooler.requires_grad_(False)
+    encoder = build_encoder(config, data)
     encoder.to(device)
 
     # 3. loss -------------------------------------------------------------------------------
     if t.loss == "softmax":
+        torch.manual_seed(t.seed)  # the head's init depends on the seed only (both engines share it)
         loss_fn = SoftmaxLoss(encoder.dim, features=tuple(t.head_features))
         examples = softmax_examples(data, encoder.tokenizer, encoder.max_seq_length)
     else:
@@ -290,6 +309,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     pairs_since, time_since = 0, time.perf_counter()
     epoch = start_epoch
     resume_point = (start_epoch, skip)
+    loop_started, pairs_total = time.perf_counter(), 0
     model.train()
     with _Interrupt() as interrupt:
         while step < total_steps:
@@ -327,6 +347,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                 resume_point = (epoch, b_index + 1)
                 pending_losses.append(step_loss)
                 pairs_since += len(global_index)
+                pairs_total += len(global_index)
                 if bar is not None:
                     bar.update(1)
                 last = step == total_steps
@@ -369,7 +390,9 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
         bar.close()
 
     # 8. final evaluation and save -------------------------------------------------------------
-    results: dict = {"steps": step, "train_pairs": len(data), "examples": examples.note}
+    wall = time.perf_counter() - loop_started
+    results: dict = {"steps": step, "train_pairs": len(data), "examples": examples.note, "engine": "native",
+                     "wall_s": wall, "pairs_per_s": pairs_total / max(wall, 1e-9)}
     if dist_info.main:
         if sts_dev is not None:
             if t.eval_every and t.keep_best and best is not None:

@@ -1,0 +1,1 @@
+"""Alternative training engines behind the same config and output folder."""

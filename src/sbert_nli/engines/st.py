@@ -1,0 +1,201 @@
+"""The sentence-transformers engine: the same config, data, hyper-parameters and output folder,
+trained by ``SentenceTransformerTrainer`` with ``losses.SoftmaxLoss`` or
+``losses.MultipleNegativesRankingLoss`` (current API, not the deprecated ``model.fit``).
+
+Everything the library would otherwise choose silently is set from our config: learning rate,
+warm-up, weight decay, gradient clipping, batch size, seed, precision, scheduler. The model starts
+from exactly our initial weights (we build it, save it, and load that folder), the softmax head from
+our seeded initialisation, and the trained head is kept in ``nli_head/`` so ``predict`` works for
+both engines. The output folder is written by our own saver, so both engines produce the same layout.
+
+Differences that remain by design (and that the parity test removes): the library samples batches
+with its own samplers (random, or no-duplicates for MNR) where we group premises and lengths; it
+encodes premises and hypotheses in two forward passes where we encode each distinct sentence once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from sbert_nli import checkpoint as ckpt
+from sbert_nli.config import RunConfig, to_toml
+from sbert_nli.errors import SbertNliError
+
+log = logging.getLogger("sbert_nli")
+CANONICAL = ("u", "v", "|u-v|", "u*v")  # the only order sentence-transformers' SoftmaxLoss concatenates in
+
+
+class _FixedOrderBatchSampler:
+    """Serves precomputed batches (our sampler's) to the HF DataLoader: used to compare engines step by step."""
+
+    def __init__(self, batches_for_epoch):
+        self.batches_for_epoch = batches_for_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        for batch in self.batches_for_epoch(self.epoch):
+            yield [int(i) for i in batch]
+
+    def __len__(self) -> int:
+        return len(self.batches_for_epoch(self.epoch))
+
+
+def _st_dataset(examples_kind: str, data):
+    import datasets
+
+    if examples_kind == "softmax":
+        return datasets.Dataset.from_dict({"premise": data.premise, "hypothesis": data.hypothesis,
+                                           "label": data.label.tolist()}), f"{len(data)} pairs"
+    anchors, positives, negatives = _text_triplets(data)
+    keep = [i for i, n in enumerate(negatives) if n is not None]
+    dropped = len(anchors) - len(keep)
+    return datasets.Dataset.from_dict({
+        "anchor": [anchors[i] for i in keep], "positive": [positives[i] for i in keep],
+        "negative": [negatives[i] for i in keep]}), (
+        f"{len(keep)} triplets ({dropped} anchor-positive pairs without a hard negative dropped: "
+        "the library needs the same columns in every row)")
+
+
+def _text_triplets(data):
+    entail: dict[str, list[str]] = {}
+    contra: dict[str, list[str]] = {}
+    for p, h, label in zip(data.premise, data.hypothesis, data.label.tolist()):
+        if label == 0:
+            entail.setdefault(p, []).append(h)
+        elif label == 2:
+            contra.setdefault(p, []).append(h)
+    anchors, positives, negatives = [], [], []
+    for p, hyps in entail.items():
+        negs = contra.get(p, [])
+        for k, h in enumerate(hyps):
+            anchors.append(p)
+            positives.append(h)
+            negatives.append(negs[k % len(negs)] if negs else None)
+    return anchors, positives, negatives
+
+
+def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, progress: bool = True,
+             batch_order: str = "library") -> dict:
+    """Train with sentence-transformers. ``batch_order="native"`` feeds it our sampler's batches
+    (no premise/length grouping) so per-step losses can be compared with the native trainer."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import losses as st_losses
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer.training_args import (
+        BatchSamplers,
+        SentenceTransformerTrainingArguments,
+    )
+
+    from sbert_nli import report
+    from sbert_nli.losses import SoftmaxLoss
+    from sbert_nli.model import SentenceEncoder
+    from sbert_nli.precision import resolve_device, resolve_precision
+    from sbert_nli.train import build_encoder, load_training_data
+
+    t = config.train
+    features = tuple(t.head_features)
+    if t.loss == "softmax" and (features != tuple(f for f in CANONICAL if f in features) or ("u" in features) != ("v" in features)):
+        raise SbertNliError(f"the sentence-transformers engine concatenates (u, v, |u-v|, u*v) in that order with u and v "
+                            f"together; train.head_features {list(features)} needs --engine native")
+    device = resolve_device(t.device)
+    precision = resolve_precision(t.precision, device)
+    out = ckpt.prepare_output(output, overwrite, resume=False)
+    torch.manual_seed(t.seed)
+
+    data, heldout, sts_dev = load_training_data(config)
+    encoder = build_encoder(config, data)
+    with tempfile.TemporaryDirectory() as tmp:
+        start_folder = Path(tmp) / "start"
+        start_folder.mkdir()
+        encoder.save(start_folder)
+        model = SentenceTransformer(str(start_folder), device=str(device))
+        model.max_seq_length = encoder.max_seq_length
+        if config.model.dropout is not None:
+            for module in model.modules():
+                if isinstance(module, torch.nn.Dropout):
+                    module.p = config.model.dropout
+        dataset, note = _st_dataset(t.loss, data)
+        if t.loss == "softmax":
+            loss = st_losses.SoftmaxLoss(model, embedding_dimension=encoder.dim, num_labels=3,
+                                         concatenation_sent_rep="u" in features,
+                                         concatenation_sent_difference="|u-v|" in features,
+                                         concatenation_sent_multiplication="u*v" in features)
+            torch.manual_seed(t.seed)  # the same head initialisation as the native trainer
+            loss.classifier.load_state_dict(SoftmaxLoss(encoder.dim, features=features).classifier.state_dict())
+            loss.to(device)
+            sampler = BatchSamplers.BATCH_SAMPLER
+        else:
+            cls = st_losses.MultipleNegativesSymmetricRankingLoss if t.mnr_symmetric else st_losses.MultipleNegativesRankingLoss
+            loss = cls(model, scale=t.mnr_scale)
+            sampler = BatchSamplers.NO_DUPLICATES
+        if batch_order == "native":
+            from sbert_nli.data.batching import epoch_batches
+
+            n = len(dataset)
+            sampler = lambda *a, **k: _FixedOrderBatchSampler(  # noqa: E731
+                lambda epoch: epoch_batches(n, t.batch_size, t.seed, epoch))
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(Path(tmp) / "trainer"), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+            per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+            learning_rate=t.lr, lr_scheduler_type="linear", warmup_steps=t.warmup_ratio,
+            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
+            seed=t.seed, data_seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
+            optim="adamw_torch_fused" if t.fused_adamw else "adamw_torch",
+            logging_steps=t.log_every, save_strategy="no", report_to="none", disable_tqdm=not progress,
+            batch_sampler=sampler, use_cpu=device.type == "cpu", dataloader_drop_last=False,
+        )
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        if not progress:
+            from transformers import PrinterCallback
+
+            trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
+        started = time.perf_counter()
+        trainer.train()
+        wall = time.perf_counter() - started
+
+    # The trained transformer, in our output layout (same as the native engine).
+    trained = SentenceEncoder(model[0].auto_model, encoder.tokenizer, encoder.pooling, encoder.max_seq_length,
+                              encoder.normalize, encoder.do_lower_case)
+    head = None
+    if t.loss == "softmax":
+        head = SoftmaxLoss(encoder.dim, features=features)
+        head.classifier.load_state_dict(loss.classifier.state_dict())
+    steps = trainer.state.global_step
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    pairs_seen = min(steps * t.batch_size * t.grad_accum, len(dataset) * t.epochs)
+    results: dict = {"steps": steps, "train_pairs": len(data), "examples": note, "engine": "sentence-transformers",
+                     "wall_s": wall, "pairs_per_s": pairs_seen / wall}
+    with (out / "metrics.jsonl").open("w", encoding="utf-8") as handle:
+        for h in history:
+            handle.write(json.dumps({"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
+                                     "lr": h.get("learning_rate")}) + "\n")
+    if sts_dev is not None:
+        from sbert_nli.evaluate import evaluate_sts
+
+        results["dev_spearman"] = evaluate_sts(trained, sts_dev, device=device)["cosine_spearman"]
+    if heldout is not None and head is not None:
+        from sbert_nli.evaluate import evaluate_nli
+
+        results["heldout_nli"] = evaluate_nli(trained, head.to(device), heldout, device=device)
+        results["heldout_accuracy"] = results["heldout_nli"]["accuracy"]
+
+    def write(tmp_out: Path) -> None:
+        trained.save(tmp_out)
+        if head is not None:
+            head.save(tmp_out / "nli_head")
+        (tmp_out / "sbert_nli_config.toml").write_text(to_toml(config.to_dict()), encoding="utf-8")
+        ckpt.write_json(tmp_out / "results.json", results)
+
+    ckpt.atomic_merge(out, write)
+    report.write_training_report(out, config, data, results)
+    return results
+
