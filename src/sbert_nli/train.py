@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import signal
 import time
@@ -93,8 +94,6 @@ class Dist:
 
 def init_distributed() -> Dist:
     """Read torchrun's environment; start the process group (NCCL on GPUs, gloo on CPU)."""
-    import os
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist()
@@ -145,7 +144,7 @@ def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume
     """Train, evaluate and save into ``output``. Returns the final metrics.
 
     A run that fails before writing anything leaves no output folder behind."""
-    created = not Path(output).exists()
+    created = not Path(output).exists() and os.environ.get("RANK", "0") == "0"
     try:
         return _train(config, output, overwrite, resume, progress)
     except BaseException:
@@ -331,7 +330,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                             loss = model(input_ids, mask, positions, labels)
                         scaled = loss.float() * weight
                         (scaler.scale(scaled) if scaler else scaled).backward()
-                    step_loss += scaled.detach() / dist_info.world
+                    step_loss += scaled.detach() / dist_info.world  # this rank's share of the global mean
                 if scaler:
                     scaler.unscale_(optimizer)
                 if t.max_grad_norm > 0:
@@ -353,7 +352,12 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                 last = step == total_steps
                 if step % t.log_every == 0 or last:
                     # One host sync per log interval, not per step.
-                    losses = torch.stack(pending_losses).float().cpu().numpy()
+                    losses = torch.stack(pending_losses).float()
+                    if dist_info.world > 1:  # each rank holds its share of the global mean
+                        import torch.distributed as dist
+
+                        dist.all_reduce(losses)
+                    losses = losses.cpu().numpy()
                     pending_losses = []
                     if not np.all(np.isfinite(losses)):
                         raise SbertNliError(
@@ -418,6 +422,12 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """Drop log lines written after the checkpoint we resume from (no duplicated steps)."""
     if not path.is_file():
         return
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line torn by the crash
+            continue
+        if record.get("step", 0) <= step:
+            kept.append(line)
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")

@@ -147,11 +147,12 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: np.nd
     if lengths is not None:
         units = _length_sorted(units, lengths, batch_size * MEGABATCH_FACTOR)
     order = np.concatenate(units) if units else np.zeros(0, dtype=np.int64)
-    stop = (n // batch_size) * batch_size if drop_last else n
-    batches = [order[i : i + batch_size] for i in range(0, stop, batch_size)]
+    batches = [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    # The incomplete batch (if any) stays last, so dropping it (drop_last, DDP) changes no other batch.
+    tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
     if lengths is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
-    return batches
+    return batches + ([] if drop_last else tail)
 
 
 def no_duplicate_batches(texts: list[np.ndarray], batch_size: int, seed: int, epoch: int,
