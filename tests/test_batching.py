@@ -91,7 +91,7 @@ def test_speed_switches_do_not_change_the_loss_of_a_batch(tiny_encoder):
     index = np.arange(0, 48)
     losses = []
     for dedup in (True, False):
-        ids, mask, pos, labels = make_batch(ex, index, dedup, torch.device("cpu"))
+        ids, mask, pos, labels, _ = make_batch(ex, index, dedup, torch.device("cpu"))
         with torch.no_grad():
             losses.append(head(tiny_encoder(ids, mask), pos[0], pos[1], labels).item())
     assert losses[0] == pytest.approx(losses[1], abs=1e-6)

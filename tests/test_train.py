@@ -48,7 +48,7 @@ def test_smoke_preset_learns_and_saves_a_loadable_model(tmp_path, capsys):
     theirs = SentenceTransformer(str(out), device="cpu").encode(sentences)
     assert ours.shape == (3, 64) and np.abs(ours - theirs).max() <= 1e-5
     assert main(["predict", str(out), "A tall man plays a guitar in the park.", "A man sings a song.", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(result["probabilities"]) == {"entailment", "neutral", "contradiction"}
     assert sum(result["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
@@ -92,3 +92,22 @@ def test_minilm_on_real_nli_pairs(minilm, data, tmp_path):
     ours = SentenceEncoder.load(str(out)).encode(texts)
     theirs = SentenceTransformer(str(out), device="cpu").encode(texts)
     assert np.abs(ours - theirs).max() <= 1e-5
+
+
+def test_tokenised_examples_cache_round_trip(minilm, data, tmp_path):
+    from sbert_nli.train import prepare_data_and_model
+
+    config = resolve(None, None, {"model": {"name": minilm, "max_seq_length": 64},
+                                  "data": {"train": [str(data / "nli/normalized/snli_dev.jsonl")], "holdout_fraction": 0.1,
+                                           "max_train_pairs": 2000, "cache_dir": str(tmp_path / "cache")},
+                                  "train": {"loss": "mnr"}})
+    _, first, data1, held1 = prepare_data_and_model(config)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
+    _, second, data2, held2 = prepare_data_and_model(config)
+    assert np.array_equal(first.store.ids, second.store.ids) and first.note == second.note
+    assert all(np.array_equal(first.roles[k], second.roles[k]) for k in first.roles)
+    assert np.array_equal(data1.label, data2.label) and held1.premise == held2.premise
+    assert data2.report().startswith(data1.report().split(" |")[0])
+    config.model.max_seq_length = 32  # a different setting: a different entry
+    prepare_data_and_model(config)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2

@@ -106,7 +106,7 @@ def _common_model_args(p, pooling: bool = True) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sbert-nli", description="Fine-tune SBERT sentence encoders on NLI; evaluate and compare them.")
     parser.add_argument("--version", action="version", version=f"sbert-nli {__import__('sbert_nli').__version__}")
-    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on stderr")
+    parser.add_argument("--quiet", "-q", action="store_true", help="only warnings and errors on stderr, no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
 
@@ -183,12 +183,12 @@ def cmd_train(args) -> int:
     if config.train.engine == "sentence-transformers":
         from sbert_nli.engines.st import train_st
 
-        results = train_st(config, args.output, overwrite=args.overwrite, progress=not args.no_progress)
+        results = train_st(config, args.output, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet))
     else:
         from sbert_nli.train import train
 
         results = train(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
-                        progress=not args.no_progress)
+                        progress=not (args.no_progress or args.quiet))
     if int(os.environ.get("RANK", "0")) == 0:
         _print_train_summary(args.output, results)
     return 0
@@ -277,7 +277,8 @@ def cmd_encode(args) -> int:
     sentences = _read_sentences(args.input, args.field)
     device, precision = _device_and_precision(args)
     encoder = _load_encoder(args).to(device)
-    emb = encoder.encode(sentences, batch_size=args.batch_size, device=device, precision=precision, progress=True)
+    emb = encoder.encode(sentences, batch_size=args.batch_size, device=device, precision=precision,
+                         progress=not args.quiet)
 
     def write(tmp):
         with open(tmp, "wb") as handle:
@@ -312,7 +313,7 @@ def _evaluate_model(args, name: str, sts_sets, nli_sets) -> dict:
     encoder = _load_encoder(args, name).to(device)
     result: dict = {"model": name, "sts": {}, "nli": {}}
     for data in sts_sets:
-        result["sts"][data.name] = evaluate_sts(encoder, data, args.batch_size, device, precision, progress=True)
+        result["sts"][data.name] = evaluate_sts(encoder, data, args.batch_size, device, precision, progress=not args.quiet)
     if nli_sets:
         head = SoftmaxLoss.load(Path(name) / "nli_head")
         for data in nli_sets:

@@ -68,7 +68,8 @@ class Objective(torch.nn.Module):
 
 
 def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device):
-    """Token tensors and per-role rows for the examples ``index`` (see data.batching.collate)."""
+    """Token tensors, per-role rows and labels for the examples ``index`` (see data.batching.collate),
+    and the number of real (non-padding) tokens."""
     from sbert_nli.data.batching import collate
 
     roles = list(examples.roles.values())
@@ -78,7 +79,7 @@ def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device):
     input_ids, mask, positions = collate(examples.store, columns, dedup)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)  # noqa: E731
     labels = to(examples.labels[index]) if examples.labels is not None else None
-    return to(input_ids), to(mask), [to(p) for p in positions], labels
+    return to(input_ids), to(mask), [to(p) for p in positions], labels, int(mask.sum())
 
 
 @dataclass
@@ -154,7 +155,7 @@ def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         raise
 
 
-def build_encoder(config: RunConfig, data):
+def build_encoder(config: RunConfig, data=None):
     """The model to train: a loaded one, or the built-in tiny BERT whose vocab comes from ``data``."""
     from sbert_nli.model import TINY_BERT, SentenceEncoder, build_tiny_bert
 
@@ -177,9 +178,8 @@ def build_encoder(config: RunConfig, data):
 
 
 def load_training_data(config: RunConfig):
-    """(train, held-out or None, STS dev or None) exactly as both engines use them."""
+    """(train pairs, held-out pairs or None) exactly as both engines use them."""
     from sbert_nli.data.nli import load_nli, read_nli_file, split_holdout
-    from sbert_nli.data.sts import read_sts
 
     d, seed = config.data, config.train.seed
     data = load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed)
@@ -188,13 +188,57 @@ def load_training_data(config: RunConfig):
     data, heldout = split_holdout(data, d.holdout_fraction, seed)
     if d.eval_nli:
         heldout = read_nli_file(d.eval_nli, d.columns)
-    sts_dev = read_sts(d.eval_sts) if d.eval_sts else None
-    return data, heldout, sts_dev
+    return data, heldout
+
+
+def prepare_data_and_model(config: RunConfig, log_progress: bool = True):
+    """(encoder, tokenised examples, train data, held-out data). With ``data.cache_dir`` a second
+    run on the same data, tokenizer and settings loads the examples instead of rebuilding them."""
+    from sbert_nli.data import cache
+    from sbert_nli.data.examples import mnr_examples, softmax_examples
+    from sbert_nli.data.nli import NLIData, SourceReport
+    from sbert_nli.model import TINY_BERT
+
+    d, t = config.data, config.train
+    build = softmax_examples if t.loss == "softmax" else mnr_examples
+    use_cache = bool(d.cache_dir) and config.model.name != TINY_BERT  # tiny-bert's vocab needs the texts
+    if not use_cache:
+        data, heldout = load_training_data(config)
+        if log_progress:
+            log.info("data: %s", data.report())
+        encoder = build_encoder(config, data)
+        return encoder, build(data, encoder.tokenizer, encoder.max_seq_length), data, heldout
+    encoder = build_encoder(config, None)
+    key = cache.cache_key(d.train + ([d.eval_nli] if d.eval_nli else []), {
+        "columns": d.columns, "holdout": d.holdout_fraction, "seed": t.seed, "max_pairs": d.max_train_pairs,
+        "synthetic": d.synthetic_pairs, "loss": t.loss, "max_len": encoder.max_seq_length,
+        "tokenizer": encoder.tokenizer.backend_tokenizer.to_str()})
+    hit = cache.load(d.cache_dir, key)
+    if hit is not None:
+        examples, meta = hit
+        data = NLIData([], [], np.asarray(meta["train_labels"], dtype=np.int64),
+                       [SourceReport(**s) for s in meta["sources"]])
+        held = meta.get("heldout")
+        heldout = None if held is None else NLIData(held["premise"], held["hypothesis"], np.asarray(held["label"]))
+        if log_progress:
+            log.info("data: %d pairs from the cache %s/%s.npz", len(data), d.cache_dir, key)
+        return encoder, examples, data, heldout
+    data, heldout = load_training_data(config)
+    if log_progress:
+        log.info("data: %s", data.report())
+    examples = build(data, encoder.tokenizer, encoder.max_seq_length)
+    from dataclasses import asdict
+
+    cache.save(d.cache_dir, key, examples, {
+        "train_labels": data.label.tolist(), "sources": [asdict(s) for s in data.sources],
+        "heldout": None if heldout is None else {"premise": heldout.premise, "hypothesis": heldout.hypothesis,
+                                                 "label": heldout.label.tolist()}})
+    return encoder, examples, data, heldout
 
 
 def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str | bool, progress: bool) -> dict:
     from sbert_nli import report
-    from sbert_nli.data.examples import mnr_examples, softmax_examples
+    from sbert_nli.data.sts import read_sts
     from sbert_nli.losses import MultipleNegativesRankingLoss, SoftmaxLoss
     from sbert_nli.model import SentenceEncoder
     from sbert_nli.precision import autocast, grad_scaler, resolve_device, resolve_precision
@@ -209,23 +253,17 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     _barrier(dist_info)
     torch.manual_seed(t.seed)
 
-    # 1. data -------------------------------------------------------------------------------
-    data, heldout, sts_dev = load_training_data(config)
-    if dist_info.main:
-        log.info("data: %s", data.report())
-
-    # 2. model ------------------------------------------------------------------------------
-    encoder = build_encoder(config, data)
+    # 1-2. data and model (tokenised examples come from the cache when one is configured) -----
+    sts_dev = read_sts(config.data.eval_sts) if config.data.eval_sts else None
+    encoder, examples, data, heldout = prepare_data_and_model(config, log_progress=dist_info.main)
     encoder.to(device)
 
     # 3. loss -------------------------------------------------------------------------------
     if t.loss == "softmax":
         torch.manual_seed(t.seed)  # the head's init depends on the seed only (both engines share it)
         loss_fn = SoftmaxLoss(encoder.dim, features=tuple(t.head_features))
-        examples = softmax_examples(data, encoder.tokenizer, encoder.max_seq_length)
     else:
         loss_fn = MultipleNegativesRankingLoss(t.mnr_scale, t.mnr_symmetric)
-        examples = mnr_examples(data, encoder.tokenizer, encoder.max_seq_length)
     loss_fn.to(device)
     gather = None
     if t.loss == "mnr" and t.mnr_gather_across_ranks and dist_info.world > 1:
@@ -308,7 +346,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     pairs_since, time_since = 0, time.perf_counter()
     epoch = start_epoch
     resume_point = (start_epoch, skip)
-    loop_started, pairs_total = time.perf_counter(), 0
+    loop_started, pairs_total, tokens_total = time.perf_counter(), 0, 0
     model.train()
     with _Interrupt() as interrupt:
         while step < total_steps:
@@ -322,7 +360,8 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                 for k in range(t.grad_accum):
                     part = micro[k * dist_info.world + dist_info.rank]
                     weight = len(part) * dist_info.world / len(global_index)
-                    input_ids, mask, positions, labels = make_batch(examples, part, t.dedup_batch, device)
+                    input_ids, mask, positions, labels, n_tokens = make_batch(examples, part, t.dedup_batch, device)
+                    tokens_total += n_tokens
                     sync = k == t.grad_accum - 1 or dist_info.world == 1
                     ctx = model.no_sync() if (dist_info.world > 1 and not sync) else contextlib.nullcontext()
                     with ctx:
@@ -396,7 +435,8 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     # 8. final evaluation and save -------------------------------------------------------------
     wall = time.perf_counter() - loop_started
     results: dict = {"steps": step, "train_pairs": len(data), "examples": examples.note, "engine": "native",
-                     "wall_s": wall, "pairs_per_s": pairs_total / max(wall, 1e-9)}
+                     "wall_s": wall, "pairs_per_s": pairs_total / max(wall, 1e-9), "tokens": tokens_total,
+                     "precision": precision, "device": str(device)}
     if dist_info.main:
         if sts_dev is not None:
             if t.eval_every and t.keep_best and best is not None:

@@ -16,6 +16,7 @@ resume and on every DDP rank without communication.
 from __future__ import annotations
 
 from collections import deque
+from itertools import chain
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,20 +62,26 @@ class TokenStore:
         # One token more than allowed tells us which texts were too long.
         backend.enable_truncation(max_len + 1)
         encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        chunks, lengths = [], []
+        flat_parts, length_parts = [], []
         truncated = 0
         for start in range(0, len(texts), batch_size):
-            batch = [t.strip() for t in texts[start : start + batch_size]]
-            for enc in encode(batch, add_special_tokens=True):
-                ids = enc.ids
-                if len(ids) > max_len:
-                    truncated += 1
-                    ids = ids[: max_len - 1] + ids[-1:]  # keep the closing special token ([SEP])
-                chunks.append(ids)
-                lengths.append(len(ids))
+            # Chunked, and converted to numpy per chunk, so peak memory stays near the final arrays.
+            encodings = encode([t.strip() for t in texts[start : start + batch_size]], add_special_tokens=True)
+            ids_lists = [e.ids for e in encodings]
+            del encodings
+            lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+            flat = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=int(lengths.sum()))
+            del ids_lists
+            too_long = lengths > max_len
+            if too_long.any():
+                truncated += int(too_long.sum())
+                flat, lengths = _truncate(flat, lengths, max_len)
+            flat_parts.append(flat)
+            length_parts.append(lengths)
+        lengths = np.concatenate(length_parts) if length_parts else np.zeros(0, dtype=np.int64)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.fromiter((i for ids in chunks for i in ids), dtype=np.int32, count=int(offsets[-1]))
+        flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int32)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(flat, offsets, int(pad_id), truncated)
 
@@ -87,6 +94,17 @@ class TokenStore:
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         input_ids[mask] = np.concatenate([self.ids[s:e] for s, e in zip(starts, ends)])
         return input_ids, mask.astype(np.int64)
+
+
+def _truncate(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut rows longer than ``max_len`` to their first ``max_len - 1`` ids plus their last (closing
+    special token), exactly as the tokenizer's own truncation would."""
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    new_lengths = np.minimum(lengths, max_len)
+    keep = np.ones(len(flat), dtype=bool)
+    for start, length in zip(starts[lengths > max_len], lengths[lengths > max_len]):
+        keep[start + max_len - 1 : start + length - 1] = False
+    return flat[keep], new_lengths
 
 
 def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True):

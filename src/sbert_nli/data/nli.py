@@ -42,7 +42,7 @@ class NLIData:
     sources: list[SourceReport] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.premise)
+        return len(self.label)
 
     def label_counts(self) -> dict[str, int]:
         counts = np.bincount(self.label, minlength=3)

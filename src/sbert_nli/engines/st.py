@@ -111,7 +111,12 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     out = ckpt.prepare_output(output, overwrite, resume=False)
     torch.manual_seed(t.seed)
 
-    data, heldout, sts_dev = load_training_data(config)
+    data, heldout = load_training_data(config)
+    sts_dev = None
+    if config.data.eval_sts:
+        from sbert_nli.data.sts import read_sts
+
+        sts_dev = read_sts(config.data.eval_sts)
     encoder = build_encoder(config, data)
     with tempfile.TemporaryDirectory() as tmp:
         start_folder = Path(tmp) / "start"

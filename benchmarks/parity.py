@@ -1,0 +1,63 @@
+"""Engine parity: the native trainer and the sentence-transformers engine on the same recipe.
+
+Offline all-MiniLM-L6-v2, the local NLI pairs (SNLI dev + MNLI dev-matched) with a fixed 10 %
+of premises held out for accuracy, 1 epoch, batch 16, lr 2e-5, seed 42, fp32, softmax loss.
+Reports STS benchmark test Spearman, held-out NLI accuracy (and the untrained head's), the final
+training loss, wall time and pairs/s of each engine.
+
+    python benchmarks/parity.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+
+from common import data_dir, minilm_path, nli_files, table, write_json
+
+
+def main() -> None:
+    import torch
+
+    from sbert_nli.config import resolve
+    from sbert_nli.data.sts import read_sts
+    from sbert_nli.engines.st import train_st
+    from sbert_nli.evaluate import evaluate_nli, evaluate_sts
+    from sbert_nli.losses import SoftmaxLoss
+    from sbert_nli.model import SentenceEncoder
+    from sbert_nli.train import load_training_data, train
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-steps", type=int, default=0, help="0 = one full epoch")
+    parser.add_argument("--precision", default="fp32")
+    args = parser.parse_args()
+    config = resolve(None, None, {
+        "model": {"name": minilm_path(), "max_seq_length": 128},
+        "data": {"train": nli_files(), "holdout_fraction": 0.1},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 2e-5, "seed": 42, "precision": args.precision,
+                  "max_steps": args.max_steps, "log_every": 50, "device": "cpu"},
+    })
+    sts_test = read_sts(str(data_dir() / "stsbenchmark" / "sts-test.csv"))
+    _, heldout = load_training_data(config)
+    base = SentenceEncoder.load(minilm_path(), max_seq_length=128)
+    torch.manual_seed(42)
+    untrained = evaluate_nli(base, SoftmaxLoss(base.dim), heldout)["accuracy"]
+    rows = [{"engine": "untrained (base model, seeded head)", "STSb test Spearman": evaluate_sts(base, sts_test)["cosine_spearman"],
+             "held-out NLI accuracy": untrained * 100}]
+    for engine, runner in (("native", train), ("sentence-transformers", train_st)):
+        with tempfile.TemporaryDirectory() as tmp:
+            results = runner(config, tmp + "/out", progress=False)
+            model = SentenceEncoder.load(tmp + "/out")
+            losses = [json.loads(line)["loss"] for line in open(tmp + "/out/metrics.jsonl")]
+            rows.append({"engine": engine, "STSb test Spearman": evaluate_sts(model, sts_test)["cosine_spearman"],
+                         "held-out NLI accuracy": results["heldout_accuracy"] * 100, "final loss": losses[-1],
+                         "steps": results["steps"], "wall s": results["wall_s"], "pairs/s": results["pairs_per_s"]})
+    columns = ["engine", "STSb test Spearman", "held-out NLI accuracy", "final loss", "steps", "wall s", "pairs/s"]
+    print(f"\nengine parity, MiniLM, {len(heldout)} held-out pairs, {args.precision}")
+    print(table(rows, columns))
+    write_json("parity.json", {"args": vars(args), "rows": rows})
+
+
+if __name__ == "__main__":
+    main()
