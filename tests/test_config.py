@@ -20,11 +20,11 @@ def test_presets_exist_and_resolve():
 
 def test_precedence_preset_then_file_then_cli(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[train]\nlr = 3e-4\nbatch_size = 8\n[data]\ntrain = ["pairs.jsonl"]\n')
+    cfg.write_text('[train]\nlr = 3e-4\nbatch_size = 8\n[data]\ntrain = ["pairs.jsonl", "snli"]\neval_sts = "stsb:validation"\n')
     c = resolve("smoke", str(cfg), {"train": {"batch_size": "4"}})
     assert c.train.lr == 3e-4 and c.train.batch_size == 4 and c.model.name == "builtin:tiny-bert"
     # data paths in a config file are relative to the file
-    assert c.data.train == [str(tmp_path / "pairs.jsonl")]
+    assert c.data.train == [str(tmp_path / "pairs.jsonl"), "snli"] and c.data.eval_sts == "stsb:validation"
 
 
 def test_roundtrip_through_toml(tmp_path):

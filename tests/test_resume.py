@@ -134,3 +134,14 @@ def test_keep_last_k_checkpoints(uninterrupted):
     assert names == [f"step-{STEPS - 20:08d}", f"step-{STEPS:08d}"]
     state = json.loads((list_checkpoints(uninterrupted)[-1] / "state.json").read_text())
     assert state["config"]["train"]["save_every"] == 20 and state["step"] == STEPS
+
+
+def test_resume_refuses_different_settings(tmp_path, uninterrupted, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(uninterrupted, out)
+    args = ["16" if a == "8" else a for a in ARGS]  # the batch size, changed
+    code = main(["-q", "train", *args, "--output", str(out), "--resume"])
+    err = capsys.readouterr().err
+    assert code == 2 and "train.batch_size=8" in err and "this run has 16" in err

@@ -139,7 +139,7 @@ def _resolve_relative_paths(data: dict, base: Path) -> None:
     """Paths in a config file are relative to that file, not to the working directory."""
 
     def fix(value: str) -> str:
-        if not isinstance(value, str) or value.startswith("builtin:") or value in HUB_DATA_NAMES:
+        if not isinstance(value, str) or value.startswith(("builtin:", "stsb:")) or value in HUB_DATA_NAMES:
             return value
         return str(base / value)  # absolute paths stay absolute: Path("/a") joined on base is "/a"
 

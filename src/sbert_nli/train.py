@@ -276,7 +276,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
         model = torch.nn.parallel.DistributedDataParallel(
             objective, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
-        encoder.transformer = torch.compile(encoder.transformer, dynamic=True)
+        encoder.transformer.compile(dynamic=True)  # in place: parameter names (and saved files) unchanged
     if dist_info.main:
         log.info("examples: %s; %d sentence(s) truncated to %d tokens", examples.note, examples.store.truncated,
                  encoder.max_seq_length)
@@ -305,6 +305,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     if resume:
         found = ckpt.find_resume_checkpoint(out, resume)
         state = ckpt.load_checkpoint(found, encoder, loss_fn if t.loss == "softmax" else None, optimizer, scheduler, scaler)
+        _check_resume_config(state.get("config", {}), config.to_dict(), found)
         step, best, start_epoch, skip = state["step"], state.get("best"), state["epoch"], state["batch_in_epoch"]
         if dist_info.main:
             _truncate_metrics(out / "metrics.jsonl", step)
@@ -456,6 +457,21 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
         checkpoint(*resume_point)
     _barrier(dist_info)
     return results
+
+
+RESUME_FREE_KEYS = {"eval_every", "log_every", "save_every", "keep_checkpoints", "keep_best", "device"}
+
+
+def _check_resume_config(saved: dict, current: dict, found: Path) -> None:
+    """Exact resume needs the settings that shape the run: refuse a checkpoint written with others."""
+    for section, values in saved.items():
+        for key, value in values.items():
+            if key in RESUME_FREE_KEYS:
+                continue
+            now = current.get(section, {}).get(key)
+            if now != value:
+                raise SbertNliError(f"checkpoint {found} was written with {section}.{key}={value!r}, this run has "
+                                    f"{now!r}; resume with the same settings (they are in its state.json)")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

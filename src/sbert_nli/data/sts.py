@@ -103,7 +103,7 @@ def read_sts(source: str, columns: dict[str, str] | None = None) -> STSData:
 def load_hub_stsb(split: str) -> STSData:
     from sbert_nli.hub import require_hub
 
-    require_hub("sentence-transformers/stsb", "pass a local STS file instead, e.g. --sts sts-test.csv")
+    require_hub("sentence-transformers/stsb", "pass a local STS file instead (e.g. sts-test.csv)")
     import datasets
 
     try:

@@ -102,6 +102,8 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     from sbert_nli.train import build_encoder, load_training_data
 
     t = config.train
+    # The library warns that 'hypothesis' is not its first column: meaningless for SoftmaxLoss pairs.
+    logging.getLogger("sentence_transformers.base.data_collator").setLevel(logging.ERROR)
     features = tuple(t.head_features)
     if t.loss == "softmax" and (features != tuple(f for f in CANONICAL if f in features) or ("u" in features) != ("v" in features)):
         raise SbertNliError(f"the sentence-transformers engine concatenates (u, v, |u-v|, u*v) in that order with u and v "
