@@ -62,7 +62,8 @@ def interleaved(variants: dict, repeats: int, label: str = "") -> dict[str, list
             started = time.perf_counter()
             value = run()
             results[name].append(value)
-            print(f"  {label}round {round_index + 1}/{repeats} {name}: {value} ({time.perf_counter() - started:.0f} s)",
+            shown = {k: v for k, v in value.items() if isinstance(v, (int, float))} if isinstance(value, dict) else value
+            print(f"  {label}round {round_index + 1}/{repeats} {name}: {shown} ({time.perf_counter() - started:.0f} s)",
                   file=sys.stderr, flush=True)
     return results
 

@@ -77,10 +77,22 @@ def test_no_duplicate_sampler_on_heavy_duplication():
 
 def test_collate_dedup_rows():
     store = TokenStore(np.arange(10, dtype=np.int32), np.array([0, 2, 5, 6, 10]), 0)
-    ids, mask, (a, b) = collate(store, [np.array([1, 1, 3]), np.array([0, 2, 1])], dedup=True)
+    [(ids, mask)], (a, b) = collate(store, [np.array([1, 1, 3]), np.array([0, 2, 1])], dedup=True)
     assert ids.shape == (4, 4) and list(a) == [1, 1, 3] and list(b) == [0, 2, 1]
-    ids2, _, (a2, b2) = collate(store, [np.array([1, 1, 3]), np.array([0, 2, 1])], dedup=False)
+    [(ids2, _)], (a2, b2) = collate(store, [np.array([1, 1, 3]), np.array([0, 2, 1])], dedup=False)
     assert ids2.shape == (6, 4) and np.array_equal(ids2[a2], ids[a]) and np.array_equal(ids2[b2], ids[b])
+
+
+def test_length_split_chunks_cut_padding_and_keep_rows():
+    lengths = [30, 29, 5, 4, 4, 28, 6, 3]
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    store = TokenStore(np.arange(offsets[-1], dtype=np.int32) + 1, offsets, 0)
+    column = np.arange(8)
+    [(whole, _)], (p_whole,) = collate(store, [column], dedup=True, split_cost=0)
+    chunks, (p_split,) = collate(store, [column], dedup=True, split_cost=8)
+    assert [c[0].shape for c in chunks] == [(3, 30), (5, 6)]  # 3 long rows, then 5 short ones
+    stacked = np.concatenate([np.pad(ids, ((0, 0), (0, 30 - ids.shape[1]))) for ids, _ in chunks])
+    assert np.array_equal(stacked[p_split], whole[p_whole])  # every entry still finds its own tokens
 
 
 def test_speed_switches_do_not_change_the_loss_of_a_batch(tiny_encoder):
@@ -91,9 +103,43 @@ def test_speed_switches_do_not_change_the_loss_of_a_batch(tiny_encoder):
     index = np.arange(0, 48)
     losses = []
     for dedup in (True, False):
-        ids, mask, pos, labels, _ = make_batch(ex, index, dedup, torch.device("cpu"))
-        with torch.no_grad():
-            losses.append(head(tiny_encoder(ids, mask), pos[0], pos[1], labels).item())
-    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+        for split in (0, 4):
+            chunks, pos, labels, _ = make_batch(ex, index, dedup, torch.device("cpu"), split)
+            with torch.no_grad():
+                emb = torch.cat([tiny_encoder(ids, mask) for ids, mask in chunks])
+                losses.append(head(emb, pos[0], pos[1], labels).item())
+    assert len(losses) == 4 and max(losses) - min(losses) <= 1e-6
     mnr = mnr_examples(d, tiny_encoder.tokenizer, 32)
     assert "100 (anchor, positive) examples: 100 triplets" in mnr.note
+
+
+TRICKY = ["Café au lait, s'il vous plaît!", "北京 is in China.", "Ünïcödé — dashes… and “quotes”", "x" * 300,
+          "Numbers 3.14, 2,000 and (12.5%)", "emoji 😀 here", "tab\tinside", "  padded  ", "UPPER lower MiXeD",
+          "a|b¶c§d", "", "don't won't can't", "e-mail: a@b.c", "#hashtag @user", "ñ ç ß ø å"]
+
+
+@pytest.mark.parametrize("which", ["minilm", "tiny"])
+def test_joined_fast_tokenisation_equals_the_tokenizer(which, minilm, tiny_encoder):
+    from transformers import AutoTokenizer
+
+    from sbert_nli.data import batching
+
+    tok = AutoTokenizer.from_pretrained(minilm) if which == "minilm" else tiny_encoder.tokenizer
+
+    def backend():
+        b = __import__("tokenizers").Tokenizer.from_str(tok.backend_tokenizer.to_str())
+        b.no_padding()
+        b.no_truncation()
+        return b
+
+    texts = [f"{t} {i}" for i in range(12) for t in TRICKY if "¶" not in t] + TRICKY[:3]
+    flat, lengths = batching._encode_joined(backend(), [t.strip() for t in texts])
+    # MiniLM's vocab has the separator: the fast path is taken (and verified itself on its sample);
+    # the tiny vocab lacks every separator: the exact per-text route, same ids either way.
+    assert (flat is not None) == (which == "minilm")
+    store = TokenStore.build(texts, tok, max_len=24)
+    expected = tok([t.strip() for t in texts], truncation=True, max_length=24)["input_ids"]
+    for i, ids in enumerate(expected):
+        assert store.ids[store.offsets[i]:store.offsets[i + 1]].tolist() == ids, texts[i]
+    with_sep = texts + ["a ¶ b § c ‡ d | e"]  # every separator occurs: the exact per-text route
+    assert batching._encode_joined(backend(), with_sep)[0] is None

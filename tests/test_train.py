@@ -111,3 +111,26 @@ def test_tokenised_examples_cache_round_trip(minilm, data, tmp_path):
     config.model.max_seq_length = 32  # a different setting: a different entry
     prepare_data_and_model(config)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_dev_evaluation_keeps_the_best_model(data, tmp_path):
+    out = tmp_path / "best"
+    config = resolve("smoke", None, {"data": {"synthetic_pairs": 900, "eval_sts": str(data / "stsbenchmark/sts-dev.csv")},
+                                     "train": {"max_steps": 30, "eval_every": 10, "log_every": 5}})
+    results = train(config, out, progress=False)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    dev = [r["dev_spearman"] for r in records if "dev_spearman" in r]
+    assert [r["step"] for r in records if "dev_spearman" in r] == [10, 20, 30]
+    assert results["dev_spearman"] == pytest.approx(max(dev), abs=1e-6)  # the saved model is the best one
+
+
+def test_mnr_run_resumes_exactly_from_a_checkpoint(tmp_path):
+    args = ["-q", "train", "--preset", "smoke", "--loss", "mnr", "--set", "data.synthetic_pairs=900",
+            "--batch-size", "8", "--max-steps", "10", "--save-every", "5", "--no-progress"]
+    assert main([*args, "--output", str(tmp_path / "a")]) == 0
+    assert main([*args, "--output", str(tmp_path / "b"), "--resume", str(tmp_path / "a/checkpoints/step-00000005")]) == 0
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
+    assert not (tmp_path / "a/nli_head").exists()  # MNR trains no classification head

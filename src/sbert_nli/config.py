@@ -86,6 +86,7 @@ class TrainConfig:
     group_by_length: bool = True  # length-grouped but still shuffled batches (less padding)
     group_premises: bool = True  # softmax: keep a premise's hypotheses in one batch
     dedup_batch: bool = True  # encode each distinct sentence once per batch
+    split_padding_cost: int = 64  # cut a batch into length-sorted chunks when it saves > N padded tokens per chunk (0 = off)
     fused_adamw: bool = True
     compile: bool = False
     # Evaluation, logging and checkpoints.
@@ -276,6 +277,7 @@ def validate(config: RunConfig) -> RunConfig:
     check(t.mnr_scale > 0, f"train.mnr_scale must be > 0, got {t.mnr_scale}")
     check(t.eval_every >= 0 and t.save_every >= 0 and t.log_every >= 1,
           "train.eval_every and train.save_every must be >= 0 and train.log_every >= 1")
+    check(t.split_padding_cost >= 0, f"train.split_padding_cost must be >= 0, got {t.split_padding_cost}")
     check(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
     check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     check(t.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, got {t.loss!r}")

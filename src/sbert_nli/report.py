@@ -163,10 +163,10 @@ tags: [sentence-transformers, sentence-similarity, sbert-nli]
 ---
 # Sentence encoder trained with sbert-nli
 
-- **Base model:** `{m.name}` ({config.model.pooling or 'model default'} pooling, max_seq_length {m.max_seq_length})
+- **Base model:** `{m.name}` ({results.get('pooling', m.pooling or 'mean')} pooling, max_seq_length {results.get('max_seq_length', m.max_seq_length)})
 - **Loss:** {loss_name}
 - **Training data:** {len(data)} NLI pairs ({', '.join(f'{k} {v}' for k, v in data.label_counts().items())}); {results.get('examples', '')}
-- **Steps:** {results.get('steps')} optimiser steps, batch {t.batch_size} x accumulation {t.grad_accum}, lr {t.lr}, warm-up {t.warmup_ratio:.0%}, precision {t.precision}
+- **Steps:** {results.get('steps')} optimiser steps, batch {t.batch_size} x accumulation {t.grad_accum}, lr {t.lr}, warm-up {t.warmup_ratio:.0%}, precision {results.get('precision', t.precision)}, engine {results.get('engine', t.engine)}
 
 ## Data
 

@@ -60,15 +60,15 @@ class Objective(torch.nn.Module):
         super().__init__()
         self.encoder, self.loss, self.kind, self.dedup, self.gather = encoder, loss, kind, dedup, gather
 
-    def forward(self, input_ids, attention_mask, positions, labels=None):
-        emb = self.encoder(input_ids, attention_mask)
+    def forward(self, chunks, positions, labels=None):
+        emb = torch.cat([self.encoder(ids, mask) for ids, mask in chunks]) if len(chunks) > 1 else self.encoder(*chunks[0])
         if self.kind == "softmax":
             return self.loss(emb, positions[0], positions[1], labels)
         return self.loss(emb, positions[0], positions[1], positions[2], gather=self.gather)
 
 
-def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device):
-    """Token tensors, per-role rows and labels for the examples ``index`` (see data.batching.collate),
+def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device, split_cost: int = 0):
+    """Token chunks, per-role rows and labels for the examples ``index`` (see data.batching.collate),
     and the number of real (non-padding) tokens."""
     from sbert_nli.data.batching import collate
 
@@ -76,10 +76,11 @@ def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device):
     columns = [r[index] for r in roles]
     if examples.kind == "mnr":
         columns[2] = columns[2][columns[2] >= 0]  # every hard negative of the batch is a candidate
-    input_ids, mask, positions = collate(examples.store, columns, dedup)
+    chunks, positions = collate(examples.store, columns, dedup, split_cost)
     to = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device, non_blocking=True)  # noqa: E731
     labels = to(examples.labels[index]) if examples.labels is not None else None
-    return to(input_ids), to(mask), [to(p) for p in positions], labels, int(mask.sum())
+    tokens = sum(int(mask.sum()) for _, mask in chunks)
+    return [(to(ids), to(mask)) for ids, mask in chunks], [to(p) for p in positions], labels, tokens
 
 
 @dataclass
@@ -194,21 +195,30 @@ def load_training_data(config: RunConfig):
 def prepare_data_and_model(config: RunConfig, log_progress: bool = True):
     """(encoder, tokenised examples, train data, held-out data). With ``data.cache_dir`` a second
     run on the same data, tokenizer and settings loads the examples instead of rebuilding them."""
-    from sbert_nli.data import cache
     from sbert_nli.data.examples import mnr_examples, softmax_examples
-    from sbert_nli.data.nli import NLIData, SourceReport
     from sbert_nli.model import TINY_BERT
 
-    d, t = config.data, config.train
-    build = softmax_examples if t.loss == "softmax" else mnr_examples
-    use_cache = bool(d.cache_dir) and config.model.name != TINY_BERT  # tiny-bert's vocab needs the texts
-    if not use_cache:
+    if not config.data.cache_dir or config.model.name == TINY_BERT:  # tiny-bert's vocab needs the texts
         data, heldout = load_training_data(config)
         if log_progress:
             log.info("data: %s", data.report())
         encoder = build_encoder(config, data)
+        build = softmax_examples if config.train.loss == "softmax" else mnr_examples
         return encoder, build(data, encoder.tokenizer, encoder.max_seq_length), data, heldout
     encoder = build_encoder(config, None)
+    examples, data, heldout = cached_examples(config, encoder, log_progress)
+    return encoder, examples, data, heldout
+
+
+def cached_examples(config: RunConfig, encoder, log_progress: bool = True):
+    """(examples, train data, held-out data) from ``data.cache_dir``, built and stored on a miss."""
+    from dataclasses import asdict
+
+    from sbert_nli.data import cache
+    from sbert_nli.data.examples import mnr_examples, softmax_examples
+    from sbert_nli.data.nli import NLIData, SourceReport
+
+    d, t = config.data, config.train
     key = cache.cache_key(d.train + ([d.eval_nli] if d.eval_nli else []), {
         "columns": d.columns, "holdout": d.holdout_fraction, "seed": t.seed, "max_pairs": d.max_train_pairs,
         "synthetic": d.synthetic_pairs, "loss": t.loss, "max_len": encoder.max_seq_length,
@@ -222,18 +232,17 @@ def prepare_data_and_model(config: RunConfig, log_progress: bool = True):
         heldout = None if held is None else NLIData(held["premise"], held["hypothesis"], np.asarray(held["label"]))
         if log_progress:
             log.info("data: %d pairs from the cache %s/%s.npz", len(data), d.cache_dir, key)
-        return encoder, examples, data, heldout
+        return examples, data, heldout
     data, heldout = load_training_data(config)
     if log_progress:
         log.info("data: %s", data.report())
+    build = softmax_examples if t.loss == "softmax" else mnr_examples
     examples = build(data, encoder.tokenizer, encoder.max_seq_length)
-    from dataclasses import asdict
-
     cache.save(d.cache_dir, key, examples, {
         "train_labels": data.label.tolist(), "sources": [asdict(s) for s in data.sources],
         "heldout": None if heldout is None else {"premise": heldout.premise, "hypothesis": heldout.hypothesis,
                                                  "label": heldout.label.tolist()}})
-    return encoder, examples, data, heldout
+    return examples, data, heldout
 
 
 def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str | bool, progress: bool) -> dict:
@@ -361,13 +370,14 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                 for k in range(t.grad_accum):
                     part = micro[k * dist_info.world + dist_info.rank]
                     weight = len(part) * dist_info.world / len(global_index)
-                    input_ids, mask, positions, labels, n_tokens = make_batch(examples, part, t.dedup_batch, device)
+                    chunks, positions, labels, n_tokens = make_batch(examples, part, t.dedup_batch, device,
+                                                                     t.split_padding_cost)
                     tokens_total += n_tokens
                     sync = k == t.grad_accum - 1 or dist_info.world == 1
                     ctx = model.no_sync() if (dist_info.world > 1 and not sync) else contextlib.nullcontext()
                     with ctx:
                         with autocast(device.type, precision):
-                            loss = model(input_ids, mask, positions, labels)
+                            loss = model(chunks, positions, labels)
                         scaled = loss.float() * weight
                         (scaler.scale(scaled) if scaler else scaled).backward()
                     step_loss += scaled.detach() / dist_info.world  # this rank's share of the global mean
@@ -437,7 +447,8 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     wall = time.perf_counter() - loop_started
     results: dict = {"steps": step, "train_pairs": len(data), "examples": examples.note, "engine": "native",
                      "wall_s": wall, "pairs_per_s": pairs_total / max(wall, 1e-9), "tokens": tokens_total,
-                     "precision": precision, "device": str(device)}
+                     "precision": precision, "device": str(device), "pooling": encoder.pooling,
+                     "max_seq_length": encoder.max_seq_length}
     if dist_info.main:
         if sts_dev is not None:
             if t.eval_every and t.keep_best and best is not None:

@@ -53,35 +53,25 @@ class TokenStore:
     @classmethod
     def build(cls, texts: list[str], tokenizer, max_len: int, batch_size: int = 100_000) -> TokenStore:
         """Tokenise with the fast (Rust) tokenizer, in parallel, truncating to ``max_len`` tokens
-        exactly as ``tokenizer(..., truncation=True, max_length=max_len)`` would."""
+        exactly as ``tokenizer(..., truncation=True, max_length=max_len)`` would (tested)."""
         from tokenizers import Tokenizer
 
-        # A private copy: enable_truncation must not leak into the user's tokenizer.
+        # A private copy: truncation and padding settings must not leak into the user's tokenizer.
         backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
         backend.no_padding()
-        # One token more than allowed tells us which texts were too long.
-        backend.enable_truncation(max_len + 1)
-        encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
-        flat_parts, length_parts = [], []
-        truncated = 0
-        for start in range(0, len(texts), batch_size):
-            # Chunked, and converted to numpy per chunk, so peak memory stays near the final arrays.
-            encodings = encode([t.strip() for t in texts[start : start + batch_size]], add_special_tokens=True)
-            ids_lists = [e.ids for e in encodings]
-            del encodings
-            lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
-            flat = np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=int(lengths.sum()))
-            del ids_lists
-            too_long = lengths > max_len
-            if too_long.any():
-                truncated += int(too_long.sum())
-                flat, lengths = _truncate(flat, lengths, max_len)
-            flat_parts.append(flat)
-            length_parts.append(lengths)
-        lengths = np.concatenate(length_parts) if length_parts else np.zeros(0, dtype=np.int64)
+        backend.no_truncation()
+        texts = [t.strip() for t in texts]
+        flat, lengths = _encode_joined(backend, texts)
+        if flat is None:  # the exact per-sentence route
+            flat, lengths = _encode_each(backend, texts, batch_size)
+        prefix, suffix = _special_tokens(backend)
+        room = max_len - len(prefix) - len(suffix)
+        truncated = int((lengths > room).sum())
+        if truncated:
+            flat, lengths = _truncate(flat, lengths, room)
+        flat, lengths = _add_specials(flat, lengths, prefix, suffix)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        flat = np.concatenate(flat_parts) if flat_parts else np.zeros(0, dtype=np.int32)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(flat, offsets, int(pad_id), truncated)
 
@@ -96,33 +86,154 @@ class TokenStore:
         return input_ids, mask.astype(np.int64)
 
 
-def _truncate(flat: np.ndarray, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut rows longer than ``max_len`` to their first ``max_len - 1`` ids plus their last (closing
-    special token), exactly as the tokenizer's own truncation would."""
+JOIN_GROUP = 20  # sentences per joined string: the per-string overhead dominates short sentences
+SEPARATORS = ("\u00b6", "\u00a7", "\u2021", "|")  # punctuation: BERT-style pre-tokenisers isolate it
+
+
+def _encode_each(backend, texts: list[str], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Content token ids (no special tokens) of every text, one encoding per text."""
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    flat_parts, length_parts = [], []
+    for start in range(0, len(texts), batch_size):
+        # Chunked, and converted to numpy per chunk, so peak memory stays near the final arrays.
+        ids_lists = [e.ids for e in encode(texts[start : start + batch_size], add_special_tokens=False)]
+        lengths = np.fromiter(map(len, ids_lists), dtype=np.int64, count=len(ids_lists))
+        flat_parts.append(np.fromiter(chain.from_iterable(ids_lists), dtype=np.int32, count=int(lengths.sum())))
+        length_parts.append(lengths)
+    if not length_parts:
+        return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(flat_parts), np.concatenate(length_parts)
+
+
+def _encode_joined(backend, texts: list[str], group: int = JOIN_GROUP, sample: int = 2000):
+    """The same ids as :func:`_encode_each`, about twice as fast: ``group`` texts are joined with a
+    separator the tokenizer isolates as one token, encoded as one string, and split again. Used only
+    when a separator never occurs in the texts and a sample of texts (the longest, and a spread of
+    others) gives identical ids both ways; otherwise None (the caller encodes text by text)."""
+    if len(texts) < 4 * group:
+        return None, None
+    corpus = "\n".join(texts)
+    unk = backend.token_to_id(getattr(backend.model, "unk_token", None) or "")
+    sep = sep_id = None
+    for candidate in SEPARATORS:
+        ids = backend.encode(candidate, add_special_tokens=False).ids
+        if len(ids) == 1 and ids[0] != unk and candidate not in corpus:
+            sep, sep_id = candidate, ids[0]
+            break
+    del corpus
+    if sep is None:
+        return None, None
+    joiner = f" {sep} "
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    flat_parts, length_parts = [], []
+    for start in range(0, len(texts), 50_000):
+        chunk = texts[start : start + 50_000]
+        docs = [joiner.join(chunk[i : i + group]) for i in range(0, len(chunk), group)]
+        for doc_index, encoding in enumerate(encode(docs, add_special_tokens=False)):
+            ids = np.asarray(encoding.ids, dtype=np.int32)
+            cuts = np.flatnonzero(ids == sep_id)
+            expected = min(group, len(chunk) - doc_index * group) - 1
+            if len(cuts) != expected:
+                return None, None
+            bounds = np.concatenate([[-1], cuts, [len(ids)]])
+            length_parts.append(np.diff(bounds) - 1)
+            flat_parts.append(ids[ids != sep_id])
+    flat, lengths = np.concatenate(flat_parts), np.concatenate(length_parts).astype(np.int64)
+    # Verify on a sample: the longest texts and an even spread of the rest.
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    picks = np.unique(np.concatenate([np.argsort(-lengths)[: sample // 2],
+                                      np.linspace(0, len(texts) - 1, sample // 2).astype(np.int64)]))
+    for i, encoding in zip(picks, encode([texts[i] for i in picks], add_special_tokens=False)):
+        if encoding.ids != flat[offsets[i] : offsets[i + 1]].tolist():
+            return None, None
+    return flat, lengths
+
+
+def _special_tokens(backend) -> tuple[list[int], list[int]]:
+    """The ids the post-processor puts before and after a single sentence ([CLS] ... [SEP] for BERT)."""
+    plain = backend.encode("hello", add_special_tokens=False).ids
+    full = backend.encode("hello", add_special_tokens=True).ids
+    for start in range(len(full) - len(plain) + 1):
+        if full[start : start + len(plain)] == plain:
+            return full[:start], full[start + len(plain) :]
+    return [], []
+
+
+def _add_specials(flat: np.ndarray, lengths: np.ndarray, prefix: list[int], suffix: list[int]):
+    if not prefix and not suffix:
+        return flat, lengths
+    extra = len(prefix) + len(suffix)
+    new_lengths = lengths + extra
+    out = np.empty(int(new_lengths.sum()), dtype=np.int32)
+    starts = np.concatenate([[0], np.cumsum(new_lengths)[:-1]])
+    content = np.ones(len(out), dtype=bool)
+    for k, token in enumerate(prefix):
+        out[starts + k] = token
+        content[starts + k] = False
+    ends = starts + new_lengths
+    for k, token in enumerate(suffix):
+        out[ends - len(suffix) + k] = token
+        content[ends - len(suffix) + k] = False
+    out[content] = flat
+    return out, new_lengths
+
+
+def _truncate(flat: np.ndarray, lengths: np.ndarray, room: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the first ``room`` content ids of each text (the tokenizer's own truncation: the special
+    tokens are added after it)."""
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    new_lengths = np.minimum(lengths, max_len)
-    keep = np.ones(len(flat), dtype=bool)
-    for start, length in zip(starts[lengths > max_len], lengths[lengths > max_len]):
-        keep[start + max_len - 1 : start + length - 1] = False
-    return flat[keep], new_lengths
+    position = np.arange(len(flat)) - np.repeat(starts, lengths)
+    return flat[position < room], np.minimum(lengths, room)
 
 
-def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True):
+def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, split_cost: int = 0):
     """Token rows for the texts of ``columns`` (text ids) and, per column, each entry's row.
 
-    With ``dedup`` a text that occurs several times in the batch (a premise with its three
-    hypotheses, a sentence that is both anchor and negative) is encoded once."""
+    Returns ``(chunks, positions)``: ``chunks`` is a list of padded ``(input_ids, attention_mask)``
+    whose rows, concatenated, are the batch's rows; ``positions[c][i]`` is the row of column c's
+    entry i. With ``dedup`` a text that occurs several times in the batch (a premise with its three
+    hypotheses, a sentence that is both anchor and negative) is encoded once. With ``split_cost`` > 0
+    rows are sorted by length and cut into chunks where that saves more padded tokens than
+    ``split_cost`` tokens per extra chunk (a premise is often twice as long as its hypotheses, so one
+    padded block wastes a third of the batch)."""
     every = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
     if dedup:
         rows, inverse = np.unique(every, return_inverse=True)
     else:
         rows, inverse = every, np.arange(len(every))
+    if split_cost > 0 and len(rows) > 1:
+        order = np.argsort(-store.lengths[rows], kind="stable")
+        rows = rows[order]
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        inverse = rank[inverse]
+        bounds = _split_points(store.lengths[rows], split_cost)
+    else:
+        bounds = [0, len(rows)]
     positions, start = [], 0
     for column in columns:
         positions.append(inverse[start : start + len(column)])
         start += len(column)
-    input_ids, attention_mask = store.pad(rows)
-    return input_ids, attention_mask, positions
+    chunks = [store.pad(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return chunks, positions
+
+
+def _split_points(lengths: np.ndarray, cost: int) -> list[int]:
+    """Chunk boundaries over longest-first ``lengths`` minimising padded tokens + ``cost`` per chunk
+    (exact dynamic programme; batches have tens of rows)."""
+    n = len(lengths)
+    best = np.full(n + 1, np.inf)
+    best[0] = 0.0
+    back = np.zeros(n + 1, dtype=np.int64)
+    for end in range(1, n + 1):
+        starts = np.arange(end)
+        totals = best[:end] + lengths[starts] * (end - starts) + cost
+        back[end] = int(np.argmin(totals))
+        best[end] = totals[back[end]]
+    points = [n]
+    while points[-1] > 0:
+        points.append(int(back[points[-1]]))
+    return points[::-1]
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:

@@ -48,11 +48,12 @@ def softmax_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
     return Examples("softmax", store, {"a": a, "b": b}, data.label.copy(), note)
 
 
-def mnr_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
-    texts, (premise, hypothesis) = intern(data.premise, data.hypothesis)
-    entail: dict[int, list[int]] = {}
-    contra: dict[int, list[int]] = {}
-    for p, h, label in zip(premise.tolist(), hypothesis.tolist(), data.label.tolist()):
+def mnr_triplets(premise: list, hypothesis: list, labels: list) -> tuple[list, list, list]:
+    """(anchor, positive, negative or None) per entailed pair; the negative is a contradicting
+    hypothesis of the same premise, taken round-robin when a premise has several."""
+    entail: dict = {}
+    contra: dict = {}
+    for p, h, label in zip(premise, hypothesis, labels):
         if label == 0:
             entail.setdefault(p, []).append(h)
         elif label == 2:
@@ -63,7 +64,14 @@ def mnr_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
         for k, h in enumerate(hyps):
             anchors.append(p)
             positives.append(h)
-            negatives.append(negs[k % len(negs)] if negs else -1)
+            negatives.append(negs[k % len(negs)] if negs else None)
+    return anchors, positives, negatives
+
+
+def mnr_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
+    texts, (premise, hypothesis) = intern(data.premise, data.hypothesis)
+    anchors, positives, negatives = mnr_triplets(premise.tolist(), hypothesis.tolist(), data.label.tolist())
+    negatives = [-1 if n is None else n for n in negatives]
     negatives_arr = np.asarray(negatives, dtype=np.int64)
     # Only the texts MNR uses are tokenised.
     used = np.unique(np.concatenate([anchors, positives, negatives_arr[negatives_arr >= 0]]).astype(np.int64))

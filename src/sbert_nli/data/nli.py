@@ -82,7 +82,9 @@ def parse_label(value):
 
 
 def _label_kind(value) -> str | None:
-    """'int' for integer encodings, 'name' for label names, None for no-gold markers."""
+    """'int' for integer encodings, 'name' for label names, None for no-gold markers and non-labels."""
+    if parse_label(value) in (None, NO_GOLD):
+        return None
     if isinstance(value, str):
         text = value.strip().lower()
         if text in ("-", "-1"):
@@ -97,15 +99,20 @@ def pairs_from_columns(name: str, premise: list, hypothesis: list, labels: list,
     out_p, out_h, out_l = [], [], []
     bad: list[str] = []
     kinds: dict[str, int] = {}
+    parsed: dict = {}  # labels take few distinct values: parse each once
     for p, h, raw, line in zip(premise, hypothesis, labels, lines):
-        label = parse_label(raw)
+        try:
+            key = (type(raw), raw)
+            label, kind = parsed[key] if key in parsed else parsed.setdefault(key, (parse_label(raw), _label_kind(raw)))
+        except TypeError:  # unhashable (a list or object where a label should be)
+            label, kind = None, None
         if label is None:
             bad.append(f"line {line}: {raw!r}")
             continue
         if label is NO_GOLD:
             report.dropped_no_gold += 1
             continue
-        kinds.setdefault(_label_kind(raw), line)
+        kinds.setdefault(kind, line)
         if not isinstance(p, str) or not isinstance(h, str):
             raise SbertNliError(f"{name}:{line}: premise and hypothesis must be text, got {p!r} / {h!r}")
         if not p.strip() or not h.strip():

@@ -55,7 +55,9 @@ def _st_dataset(examples_kind: str, data):
     if examples_kind == "softmax":
         return datasets.Dataset.from_dict({"premise": data.premise, "hypothesis": data.hypothesis,
                                            "label": data.label.tolist()}), f"{len(data)} pairs"
-    anchors, positives, negatives = _text_triplets(data)
+    from sbert_nli.data.examples import mnr_triplets
+
+    anchors, positives, negatives = mnr_triplets(data.premise, data.hypothesis, data.label.tolist())
     keep = [i for i, n in enumerate(negatives) if n is not None]
     dropped = len(anchors) - len(keep)
     return datasets.Dataset.from_dict({
@@ -63,24 +65,6 @@ def _st_dataset(examples_kind: str, data):
         "negative": [negatives[i] for i in keep]}), (
         f"{len(keep)} triplets ({dropped} anchor-positive pairs without a hard negative dropped: "
         "the library needs the same columns in every row)")
-
-
-def _text_triplets(data):
-    entail: dict[str, list[str]] = {}
-    contra: dict[str, list[str]] = {}
-    for p, h, label in zip(data.premise, data.hypothesis, data.label.tolist()):
-        if label == 0:
-            entail.setdefault(p, []).append(h)
-        elif label == 2:
-            contra.setdefault(p, []).append(h)
-    anchors, positives, negatives = [], [], []
-    for p, hyps in entail.items():
-        negs = contra.get(p, [])
-        for k, h in enumerate(hyps):
-            anchors.append(p)
-            positives.append(h)
-            negatives.append(negs[k % len(negs)] if negs else None)
-    return anchors, positives, negatives
 
 
 def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, progress: bool = True,
@@ -180,7 +164,8 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     history = [h for h in trainer.state.log_history if "loss" in h]
     pairs_seen = min(steps * t.batch_size * t.grad_accum, len(dataset) * t.epochs)
     results: dict = {"steps": steps, "train_pairs": len(data), "examples": note, "engine": "sentence-transformers",
-                     "wall_s": wall, "pairs_per_s": pairs_seen / wall}
+                     "wall_s": wall, "pairs_per_s": pairs_seen / wall, "precision": precision,
+                     "pooling": encoder.pooling, "max_seq_length": encoder.max_seq_length}
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as handle:
         for h in history:
             handle.write(json.dumps({"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
