@@ -41,7 +41,7 @@ def build_source() -> None:
 
 def stage_ours() -> dict:
     from sbert_nli.config import resolve
-    from sbert_nli.train import build_encoder, cached_examples
+    from sbert_nli.prepare import build_encoder, cached_examples
 
     config = resolve(None, None, {"model": {"name": minilm_path()}, "data": {"train": [str(SOURCE)], "cache_dir": str(CACHE)}})
     encoder = build_encoder(config)  # loading the model is not data preparation: not timed

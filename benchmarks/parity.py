@@ -26,11 +26,13 @@ def main() -> None:
     from sbert_nli.evaluate import evaluate_nli, evaluate_sts
     from sbert_nli.losses import SoftmaxLoss
     from sbert_nli.model import SentenceEncoder
-    from sbert_nli.train import load_training_data, train
+    from sbert_nli.prepare import load_training_data
+    from sbert_nli.train import train
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-steps", type=int, default=0, help="0 = one full epoch")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--also-bf16", action="store_true", help="add a native bf16 run (the quality of our fast default)")
     args = parser.parse_args()
     config = resolve(None, None, {
         "model": {"name": minilm_path(), "max_seq_length": 128},
@@ -45,12 +47,16 @@ def main() -> None:
     untrained = evaluate_nli(base, SoftmaxLoss(base.dim), heldout)["accuracy"]
     rows = [{"engine": "untrained (base model, seeded head)", "STSb test Spearman": evaluate_sts(base, sts_test)["cosine_spearman"],
              "held-out NLI accuracy": untrained * 100}]
-    for engine, runner in (("native", train), ("sentence-transformers", train_st)):
+    runs = [("native", train, args.precision), ("sentence-transformers", train_st, args.precision)]
+    if args.also_bf16:
+        runs.append(("native", train, "bf16"))
+    for engine, runner, precision in runs:
+        config.train.precision = precision
         with tempfile.TemporaryDirectory() as tmp:
             results = runner(config, tmp + "/out", progress=False)
             model = SentenceEncoder.load(tmp + "/out")
             losses = [json.loads(line)["loss"] for line in open(tmp + "/out/metrics.jsonl")]
-            rows.append({"engine": engine, "STSb test Spearman": evaluate_sts(model, sts_test)["cosine_spearman"],
+            rows.append({"engine": f"{engine} {precision}", "STSb test Spearman": evaluate_sts(model, sts_test)["cosine_spearman"],
                          "held-out NLI accuracy": results["heldout_accuracy"] * 100, "final loss": losses[-1],
                          "steps": results["steps"], "wall s": results["wall_s"], "pairs/s": results["pairs_per_s"]})
     columns = ["engine", "STSb test Spearman", "held-out NLI accuracy", "final loss", "steps", "wall s", "pairs/s"]

@@ -67,10 +67,11 @@ def main() -> None:
             "native, group_by_length off": ("native", {**ours, "group_by_length": False}),
             "native, group_premises off": ("native", {**ours, "group_premises": False}),
             "native, dedup_batch off": ("native", {**ours, "dedup_batch": False}),
+            "native, split_padding off": ("native", {**ours, "split_padding_cost": 0}),
             "native, fused_adamw off": ("native", {**ours, "fused_adamw": False}),
             "native, every switch off (plain loop, bf16)": ("native", {**ours, "group_by_length": False,
                                                                         "group_premises": False, "dedup_batch": False,
-                                                                        "fused_adamw": False}),
+                                                                        "split_padding_cost": 0, "fused_adamw": False}),
         })
     raw = interleaved({name: (lambda e=e, o=o: run(model, e, args.steps, args.batch_size, o)) for name, (e, o) in variants.items()},
                       args.repeats)

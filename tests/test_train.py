@@ -95,7 +95,7 @@ def test_minilm_on_real_nli_pairs(minilm, data, tmp_path):
 
 
 def test_tokenised_examples_cache_round_trip(minilm, data, tmp_path):
-    from sbert_nli.train import prepare_data_and_model
+    from sbert_nli.prepare import prepare_data_and_model
 
     config = resolve(None, None, {"model": {"name": minilm, "max_seq_length": 64},
                                   "data": {"train": [str(data / "nli/normalized/snli_dev.jsonl")], "holdout_fraction": 0.1,

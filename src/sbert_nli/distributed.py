@@ -1,8 +1,46 @@
-"""Cross-rank helpers for DDP (launched by torchrun; see train.py for the batch semantics)."""
+"""DDP plumbing (launched by torchrun; see train.py for the batch semantics): the process group
+from torchrun's environment, barriers, and cross-rank candidates for MNR."""
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> Dist:
+    """Read torchrun's environment; start the process group (NCCL on GPUs, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    return Dist(dist.get_rank(), world, local)
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
 
 
 class _AllGather(torch.autograd.Function):

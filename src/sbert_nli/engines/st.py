@@ -83,7 +83,7 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     from sbert_nli.losses import SoftmaxLoss
     from sbert_nli.model import SentenceEncoder
     from sbert_nli.precision import resolve_device, resolve_precision
-    from sbert_nli.train import build_encoder, load_training_data
+    from sbert_nli.prepare import build_encoder, load_training_data
 
     t = config.train
     # The library warns that 'hypothesis' is not its first column: meaningless for SoftmaxLoss pairs.
