@@ -134,3 +134,14 @@ def test_mnr_run_resumes_exactly_from_a_checkpoint(tmp_path):
     a, b = load_file(str(tmp_path / "a/model.safetensors")), load_file(str(tmp_path / "b/model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6, rtol=0) for k in a)
     assert not (tmp_path / "a/nli_head").exists()  # MNR trains no classification head
+
+
+def test_auto_precision_picks_bf16_only_where_native(monkeypatch):
+    from sbert_nli import precision
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(precision, "_cpu_has_native_bf16", lambda: True)
+    assert precision.resolve_precision("auto", cpu) == "bf16"
+    monkeypatch.setattr(precision, "_cpu_has_native_bf16", lambda: False)
+    assert precision.resolve_precision("auto", cpu) == "fp32"
+    assert precision.resolve_precision("fp32", cpu) == "fp32"

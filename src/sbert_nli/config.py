@@ -76,7 +76,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     seed: int = 42
-    precision: str = "fp32"
+    precision: str = "auto"  # bf16 where the hardware runs it natively (same quality, measured), else fp32
     device: str = "auto"  # auto = cuda > mps > cpu
     head_features: list[str] = field(default_factory=lambda: ["u", "v", "|u-v|"])
     mnr_scale: float = 20.0
