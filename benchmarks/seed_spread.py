@@ -1,0 +1,44 @@
+"""Seed spread of the parity recipe: the same engine and settings with another seed. A parity gap
+between engines is only meaningful against this spread.
+
+    python benchmarks/seed_spread.py --seeds 43 [--max-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+
+from common import data_dir, minilm_path, nli_files, table, write_json
+
+
+def main() -> None:
+    from sbert_nli.config import resolve
+    from sbert_nli.data.sts import read_sts
+    from sbert_nli.evaluate import evaluate_sts
+    from sbert_nli.model import SentenceEncoder
+    from sbert_nli.train import train
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seeds", default="43")
+    parser.add_argument("--max-steps", type=int, default=0)
+    args = parser.parse_args()
+    sts_test = read_sts(str(data_dir() / "stsbenchmark" / "sts-test.csv"))
+    rows = []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        config = resolve(None, None, {
+            "model": {"name": minilm_path(), "max_seq_length": 128},
+            "data": {"train": nli_files(), "holdout_fraction": 0.1},
+            "train": {"batch_size": 16, "lr": 2e-5, "seed": seed, "precision": "fp32", "max_steps": args.max_steps,
+                      "device": "cpu"}})
+        with tempfile.TemporaryDirectory() as tmp:
+            results = train(config, tmp + "/out", progress=False)
+            rows.append({"engine": f"native fp32, seed {seed}", "STSb test Spearman":
+                         evaluate_sts(SentenceEncoder.load(tmp + "/out"), sts_test)["cosine_spearman"],
+                         "held-out NLI accuracy": results["heldout_accuracy"] * 100, "steps": results["steps"]})
+    print(table(rows, ["engine", "STSb test Spearman", "held-out NLI accuracy", "steps"]))
+    write_json("seed_spread.json", rows)
+
+
+if __name__ == "__main__":
+    main()
