@@ -25,12 +25,6 @@ import torch
 from sbert_nli.errors import SbertNliError
 
 CHECKPOINTS = "checkpoints"
-OUR_FILES = {  # what a training run writes at the top of its output folder
-    "modules.json", "config_sentence_transformers.json", "sentence_bert_config.json", "config.json",
-    "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-    "1_Pooling", "2_Normalize", "nli_head", "sbert_nli_config.toml", "metrics.jsonl", "README.md",
-    "training_curves.png", "results.json", CHECKPOINTS,
-}
 
 
 def prepare_output(output: str | Path, overwrite: bool, resume: bool) -> Path:

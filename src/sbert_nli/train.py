@@ -58,9 +58,9 @@ def param_groups(modules, weight_decay: float) -> list[dict]:
 class Objective(torch.nn.Module):
     """Encoder + loss as one module, so DDP syncs the head's gradients with the encoder's."""
 
-    def __init__(self, encoder, loss, kind: str, dedup: bool, gather=None):
+    def __init__(self, encoder, loss, kind: str, gather=None):
         super().__init__()
-        self.encoder, self.loss, self.kind, self.dedup, self.gather = encoder, loss, kind, dedup, gather
+        self.encoder, self.loss, self.kind, self.gather = encoder, loss, kind, gather
 
     def forward(self, chunks, positions, labels=None):
         emb = torch.cat([self.encoder(ids, mask) for ids, mask in chunks]) if len(chunks) > 1 else self.encoder(*chunks[0])
@@ -159,7 +159,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
         from sbert_nli.distributed import gather_candidates
 
         gather = gather_candidates
-    objective = Objective(encoder, loss_fn, t.loss, t.dedup_batch, gather)
+    objective = Objective(encoder, loss_fn, t.loss, gather)
     model = objective
     if dist_info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -174,7 +174,8 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     global_batch = t.batch_size * dist_info.world * t.grad_accum
     batches_for = lambda epoch: examples.batches(  # noqa: E731
         global_batch, t.seed, epoch, t.group_by_length, t.group_premises, drop_last=dist_info.world > 1)
-    steps_per_epoch = len(batches_for(0))
+    built = {0: batches_for(0)}  # epoch 0's batches count the steps and are then trained on: build them once
+    steps_per_epoch = len(built[0])
     if steps_per_epoch == 0:
         raise SbertNliError(f"{len(examples)} training examples is less than one global batch of {global_batch}")
     total_steps = steps_per_epoch * t.epochs
@@ -240,7 +241,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     model.train()
     with _Interrupt() as interrupt:
         while step < total_steps:
-            batches = batches_for(epoch)
+            batches = built.pop(epoch) if epoch in built else batches_for(epoch)
             for b_index in range(skip, len(batches)):
                 if step >= total_steps:
                     break
