@@ -5,7 +5,10 @@ of premises held out for accuracy, 1 epoch, batch 16, lr 2e-5, seed 42, fp32, so
 Reports STS benchmark test Spearman, held-out NLI accuracy (and the untrained head's), the final
 training loss, wall time and pairs/s of each engine.
 
-    python benchmarks/parity.py
+    python benchmarks/parity.py [--same-batches] [--also-bf16] [--max-steps N]
+
+``--same-batches`` adds a pair of runs on identical batches (our seeded random sampler feeding
+both engines): what remains between those two is the trainers themselves plus dropout draws.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ def main() -> None:
     parser.add_argument("--max-steps", type=int, default=0, help="0 = one full epoch")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--also-bf16", action="store_true", help="add a native bf16 run (the quality of our fast default)")
+    parser.add_argument("--same-batches", action="store_true",
+                        help="add both engines on identical batches (our seeded random sampler, no length grouping)")
     args = parser.parse_args()
     config = resolve(None, None, {
         "model": {"name": minilm_path(), "max_seq_length": 128},
@@ -47,18 +52,24 @@ def main() -> None:
     untrained = evaluate_nli(base, SoftmaxLoss(base.dim), heldout)["accuracy"]
     rows = [{"engine": "untrained (base model, seeded head)", "STSb test Spearman": evaluate_sts(base, sts_test)["cosine_spearman"],
              "held-out NLI accuracy": untrained * 100}]
-    runs = [("native", train, args.precision), ("sentence-transformers", train_st, args.precision)]
+    runs = [("native", train, args.precision, {}), ("sentence-transformers", train_st, args.precision, {})]
+    if args.same_batches:
+        runs += [("native, random batches", train, args.precision, {"group_by_length": False}),
+                 ("sentence-transformers, fed the same batches", train_st, args.precision, {"batch_order": "native"})]
     if args.also_bf16:
-        runs.append(("native", train, "bf16"))
-    for engine, runner, precision in runs:
+        runs.append(("native", train, "bf16", {}))
+    for engine, runner, precision, variant in runs:
         config.train.precision = precision
+        config.train.group_by_length = variant.get("group_by_length", True)
+        extra = {"batch_order": variant["batch_order"]} if "batch_order" in variant else {}
         with tempfile.TemporaryDirectory() as tmp:
-            results = runner(config, tmp + "/out", progress=False)
+            results = runner(config, tmp + "/out", progress=False, **extra)
             model = SentenceEncoder.load(tmp + "/out")
             losses = [json.loads(line)["loss"] for line in open(tmp + "/out/metrics.jsonl")]
             rows.append({"engine": f"{engine} {precision}", "STSb test Spearman": evaluate_sts(model, sts_test)["cosine_spearman"],
                          "held-out NLI accuracy": results["heldout_accuracy"] * 100, "final loss": losses[-1],
                          "steps": results["steps"], "wall s": results["wall_s"], "pairs/s": results["pairs_per_s"]})
+            print(rows[-1], flush=True)
     columns = ["engine", "STSb test Spearman", "held-out NLI accuracy", "final loss", "steps", "wall s", "pairs/s"]
     print(f"\nengine parity, MiniLM, {len(heldout)} held-out pairs, {args.precision}")
     print(table(rows, columns))

@@ -189,6 +189,11 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     optimizer = torch.optim.AdamW(groups, lr=t.lr, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
     scaler = grad_scaler(precision, device)
+    grad_buffer = None
+    if t.embedding_grad_buffer and dist_info.world == 1:  # DDP must see every parameter's gradient hook
+        from sbert_nli.embedding_grad import for_transformer
+
+        grad_buffer = for_transformer(encoder.transformer)
 
     # 6. resume -----------------------------------------------------------------------------
     step, best, start_epoch, skip = 0, None, 0, 0
@@ -239,7 +244,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     resume_point = (start_epoch, skip)
     loop_started, pairs_total, tokens_total = time.perf_counter(), 0, 0
     model.train()
-    with _Interrupt() as interrupt:
+    with _Interrupt() as interrupt, (grad_buffer or contextlib.nullcontext()):
         while step < total_steps:
             batches = built.pop(epoch) if epoch in built else batches_for(epoch)
             for b_index in range(skip, len(batches)):
@@ -273,6 +278,8 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                     optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if grad_buffer is not None:
+                    grad_buffer.reset()
                 step += 1
                 resume_point = (epoch, b_index + 1)
                 pending_losses.append(step_loss)
