@@ -244,7 +244,10 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
     resume_point = (start_epoch, skip)
     loop_started, pairs_total, tokens_total = time.perf_counter(), 0, 0
     model.train()
-    with _Interrupt() as interrupt, (grad_buffer or contextlib.nullcontext()):
+    from sbert_nli.host_memory import reuse_freed_memory
+
+    with _Interrupt() as interrupt, (grad_buffer or contextlib.nullcontext()), \
+            reuse_freed_memory(t.reuse_host_memory and device.type == "cpu"):
         while step < total_steps:
             batches = built.pop(epoch) if epoch in built else batches_for(epoch)
             for b_index in range(skip, len(batches)):
