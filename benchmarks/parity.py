@@ -37,7 +37,9 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--also-bf16", action="store_true", help="add a native bf16 run (the quality of our fast default)")
     parser.add_argument("--same-batches", action="store_true",
-                        help="add both engines on identical batches (our seeded random sampler, no length grouping)")
+                        help="add both engines on identical batches (our seeded random sampler, no length grouping), "
+                             "and the native run on them clipping the encoder only, as the library")
+    parser.add_argument("--only", default="", help="comma-separated engine labels: run just these rows")
     args = parser.parse_args()
     config = resolve(None, None, {
         "model": {"name": minilm_path(), "max_seq_length": 128},
@@ -55,12 +57,20 @@ def main() -> None:
     runs = [("native", train, args.precision, {}), ("sentence-transformers", train_st, args.precision, {})]
     if args.same_batches:
         runs += [("native, random batches", train, args.precision, {"group_by_length": False}),
-                 ("sentence-transformers, fed the same batches", train_st, args.precision, {"batch_order": "native"})]
+                 ("sentence-transformers, fed the same batches", train_st, args.precision, {"batch_order": "native"}),
+                 ("native, random batches, encoder-only clipping", train, args.precision,
+                  {"group_by_length": False, "clip_head": False})]
     if args.also_bf16:
         runs.append(("native", train, "bf16", {}))
+    if args.only:
+        wanted = {name.strip() for name in args.only.split(",")}
+        runs = [r for r in runs if f"{r[0]} {r[2]}" in wanted]
+        if not runs:
+            parser.error(f"--only matched no row; rows are labelled like 'native, random batches {args.precision}'")
     for engine, runner, precision, variant in runs:
         config.train.precision = precision
         config.train.group_by_length = variant.get("group_by_length", True)
+        config.train.clip_head = variant.get("clip_head", True)
         extra = {"batch_order": variant["batch_order"]} if "batch_order" in variant else {}
         with tempfile.TemporaryDirectory() as tmp:
             results = runner(config, tmp + "/out", progress=False, **extra)

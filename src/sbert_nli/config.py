@@ -75,6 +75,10 @@ class TrainConfig:
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
+    # Clip the encoder and the softmax head as one vector (SBERT's original fit(), the default) or the
+    # encoder only (false). The sentence-transformers engine always clips as its HF Trainer does: the
+    # encoder only.
+    clip_head: bool = True
     seed: int = 42
     precision: str = "auto"  # bf16 where the hardware runs it natively (same quality, measured), else fp32
     device: str = "auto"  # auto = cuda > mps > cpu

@@ -185,6 +185,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
 
     # 5. optimiser and schedule -------------------------------------------------------------
     groups = param_groups([encoder, loss_fn], t.weight_decay)
+    clipped = [p for m in ([encoder, loss_fn] if t.clip_head else [encoder]) for p in m.parameters() if p.requires_grad]
     fused = t.fused_adamw and device.type in ("cuda", "cpu")
     optimizer = torch.optim.AdamW(groups, lr=t.lr, fused=fused or None)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total_steps, warmup_steps))
@@ -273,7 +274,7 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
                 if scaler:
                     scaler.unscale_(optimizer)
                 if t.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], t.max_grad_norm)
+                    torch.nn.utils.clip_grad_norm_(clipped, t.max_grad_norm)
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()

@@ -165,7 +165,8 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     pairs_seen = min(steps * t.batch_size * t.grad_accum, len(dataset) * t.epochs)
     results: dict = {"steps": steps, "train_pairs": len(data), "examples": note, "engine": "sentence-transformers",
                      "wall_s": wall, "pairs_per_s": pairs_seen / wall, "precision": precision,
-                     "pooling": encoder.pooling, "max_seq_length": encoder.max_seq_length}
+                     "pooling": encoder.pooling, "max_seq_length": encoder.max_seq_length,
+                     "gradient_clipping": "encoder only (the library's HF Trainer; train.clip_head is native-only)"}
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as handle:
         for h in history:
             handle.write(json.dumps({"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
