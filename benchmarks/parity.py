@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--same-batches", action="store_true",
                         help="add both engines on identical batches (our seeded random sampler, no length grouping), "
                              "and the native run on them clipping the encoder only, as the library")
-    parser.add_argument("--only", default="", help="comma-separated engine labels: run just these rows")
+    parser.add_argument("--only", action="append", default=[], help="run just this row (its label; repeatable)")
     args = parser.parse_args()
     config = resolve(None, None, {
         "model": {"name": minilm_path(), "max_seq_length": 128},
@@ -63,8 +63,7 @@ def main() -> None:
     if args.also_bf16:
         runs.append(("native", train, "bf16", {}))
     if args.only:
-        wanted = {name.strip() for name in args.only.split(",")}
-        runs = [r for r in runs if f"{r[0]} {r[2]}" in wanted]
+        runs = [r for r in runs if f"{r[0]} {r[2]}" in args.only]
         if not runs:
             parser.error(f"--only matched no row; rows are labelled like 'native, random batches {args.precision}'")
     for engine, runner, precision, variant in runs:

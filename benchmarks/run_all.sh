@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark in sequence (about 50 minutes on 2 CPU cores); logs in benchmarks/out/*.log.
+# Every benchmark in sequence (about 2 hours on 2 CPU cores); logs in benchmarks/out/*.log.
 set -euo pipefail
 cd "$(dirname "$0")"
 mkdir -p out
@@ -7,4 +7,5 @@ python train_speed.py --model minilm --steps 40 --repeats 3 > out/train_speed_mi
 python encode_speed.py --model minilm --repeats 3 > out/encode_speed_minilm.log 2>&1
 python data_prep.py --repeats 3 > out/data_prep.log 2>&1
 python train_speed.py --model bert-base --steps 8 --repeats 3 --quick > out/train_speed_bert-base.log 2>&1
-python parity.py --also-bf16 > out/parity.log 2>&1
+python parity.py --same-batches --also-bf16 > out/parity.log 2>&1
+python seed_spread.py --seeds 43,44 > out/seed_spread.log 2>&1
