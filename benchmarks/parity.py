@@ -41,6 +41,18 @@ def main() -> None:
                              "and the native run on them clipping the encoder only, as the library")
     parser.add_argument("--only", action="append", default=[], help="run just this row (its label; repeatable)")
     args = parser.parse_args()
+    runs = [("native", train, args.precision, {}), ("sentence-transformers", train_st, args.precision, {})]
+    if args.same_batches:
+        runs += [("native, random batches", train, args.precision, {"group_by_length": False}),
+                 ("sentence-transformers, fed the same batches", train_st, args.precision, {"batch_order": "native"}),
+                 ("native, random batches, encoder-only clipping", train, args.precision,
+                  {"group_by_length": False, "clip_head": False})]
+    if args.also_bf16:
+        runs.append(("native", train, "bf16", {}))
+    if args.only:
+        runs = [r for r in runs if f"{r[0]} {r[2]}" in args.only]
+        if not runs:
+            parser.error(f"--only matched no row; rows are labelled like 'native, random batches {args.precision}'")
     config = resolve(None, None, {
         "model": {"name": minilm_path(), "max_seq_length": 128},
         "data": {"train": nli_files(), "holdout_fraction": 0.1},
@@ -54,18 +66,6 @@ def main() -> None:
     untrained = evaluate_nli(base, SoftmaxLoss(base.dim), heldout)["accuracy"]
     rows = [{"engine": "untrained (base model, seeded head)", "STSb test Spearman": evaluate_sts(base, sts_test)["cosine_spearman"],
              "held-out NLI accuracy": untrained * 100}]
-    runs = [("native", train, args.precision, {}), ("sentence-transformers", train_st, args.precision, {})]
-    if args.same_batches:
-        runs += [("native, random batches", train, args.precision, {"group_by_length": False}),
-                 ("sentence-transformers, fed the same batches", train_st, args.precision, {"batch_order": "native"}),
-                 ("native, random batches, encoder-only clipping", train, args.precision,
-                  {"group_by_length": False, "clip_head": False})]
-    if args.also_bf16:
-        runs.append(("native", train, "bf16", {}))
-    if args.only:
-        runs = [r for r in runs if f"{r[0]} {r[2]}" in args.only]
-        if not runs:
-            parser.error(f"--only matched no row; rows are labelled like 'native, random batches {args.precision}'")
     for engine, runner, precision, variant in runs:
         config.train.precision = precision
         config.train.group_by_length = variant.get("group_by_length", True)
