@@ -36,11 +36,12 @@ def _glibc():
 def reuse_freed_memory(enabled: bool = True):
     """Within the block, freed host memory stays mapped for reuse. Yields whether it applied."""
     libc = _glibc() if enabled else None
-    if libc is None or not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)):
+    if libc is None:
         yield False
         return
     try:
-        yield True
+        # Restored below even when only the first setting took.
+        yield bool(libc.mallopt(M_MMAP_MAX, 0)) and bool(libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1))
     finally:
         libc.mallopt(M_MMAP_MAX, GLIBC_DEFAULT_MMAP_MAX)
         libc.mallopt(M_TRIM_THRESHOLD, GLIBC_DEFAULT_TRIM_THRESHOLD)
