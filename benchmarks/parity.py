@@ -17,13 +17,12 @@ import argparse
 import json
 import tempfile
 
-from common import data_dir, minilm_path, nli_files, table, write_json
+from common import data_dir, minilm_path, parity_recipe, table, write_json
 
 
 def main() -> None:
     import torch
 
-    from sbert_nli.config import resolve
     from sbert_nli.data.sts import read_sts
     from sbert_nli.engines.st import train_st
     from sbert_nli.evaluate import evaluate_nli, evaluate_sts
@@ -53,12 +52,7 @@ def main() -> None:
         runs = [r for r in runs if f"{r[0]} {r[2]}" in args.only]
         if not runs:
             parser.error(f"--only matched no row; rows are labelled like 'native, random batches {args.precision}'")
-    config = resolve(None, None, {
-        "model": {"name": minilm_path(), "max_seq_length": 128},
-        "data": {"train": nli_files(), "holdout_fraction": 0.1},
-        "train": {"epochs": 1, "batch_size": 16, "lr": 2e-5, "seed": 42, "precision": args.precision,
-                  "max_steps": args.max_steps, "log_every": 50, "device": "cpu"},
-    })
+    config = parity_recipe(precision=args.precision, max_steps=args.max_steps)
     sts_test = read_sts(str(data_dir() / "stsbenchmark" / "sts-test.csv"))
     _, heldout = load_training_data(config)
     base = SentenceEncoder.load(minilm_path(), max_seq_length=128)

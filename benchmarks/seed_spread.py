@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import tempfile
 
-from common import data_dir, minilm_path, nli_files, table, write_json
+from common import data_dir, parity_recipe, table, write_json
 
 
 def main() -> None:
-    from sbert_nli.config import resolve
     from sbert_nli.data.sts import read_sts
     from sbert_nli.evaluate import evaluate_sts
     from sbert_nli.model import SentenceEncoder
@@ -26,11 +25,7 @@ def main() -> None:
     sts_test = read_sts(str(data_dir() / "stsbenchmark" / "sts-test.csv"))
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        config = resolve(None, None, {
-            "model": {"name": minilm_path(), "max_seq_length": 128},
-            "data": {"train": nli_files(), "holdout_fraction": 0.1},
-            "train": {"batch_size": 16, "lr": 2e-5, "seed": seed, "precision": "fp32", "max_steps": args.max_steps,
-                      "device": "cpu"}})
+        config = parity_recipe(seed=seed, max_steps=args.max_steps)
         with tempfile.TemporaryDirectory() as tmp:
             results = train(config, tmp + "/out", progress=False)
             rows.append({"engine": f"native fp32, seed {seed}", "STSb test Spearman":
