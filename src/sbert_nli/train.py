@@ -354,6 +354,10 @@ def _train(config: RunConfig, output: str | Path, overwrite: bool, resume: str |
 
             results["heldout_nli"] = evaluate_nli(encoder, loss_fn, heldout, device=device, precision=precision)
             results["heldout_accuracy"] = results["heldout_nli"]["accuracy"]
+        if config.eval_suite.enabled:  # STS suite (issue 14) into results.json and the model card
+            from sbert_nli.sts_suite import run_suite
+
+            results["sts_suite"] = run_suite(encoder, config.eval_suite, device, precision)
         save_model(out, results)
         report.write_training_report(out, config, data, results)
     if t.save_every:

@@ -180,6 +180,10 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
 
         results["heldout_nli"] = evaluate_nli(trained, head.to(device), heldout, device=device)
         results["heldout_accuracy"] = results["heldout_nli"]["accuracy"]
+    if config.eval_suite.enabled:  # STS suite (issue 14) into results.json and the model card
+        from sbert_nli.sts_suite import run_suite
+
+        results["sts_suite"] = run_suite(trained, config.eval_suite, device)
 
     def write(tmp_out: Path) -> None:
         trained.save(tmp_out)
