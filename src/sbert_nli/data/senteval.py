@@ -12,6 +12,7 @@
   entailment_judgment``, 4,927 pairs). Columns are found by their header names.
 - Hub copies (``mteb/sts12-sts`` ... ``mteb/sts16-sts``, ``mteb/sickr-sts``, test split) for users
   without local files; they carry no sub-file names, so a year read from the hub is one subset.
+  MTEB's SICK-R holds all 9,927 SICK pairs, not the test set: its source line says so.
 
 Every reader returns a :class:`SuiteSet`: the set's paper name, where it was read from, and its
 scored pairs per subset (:class:`sbert_nli.data.sts.STSData`, scores float64 on the 0-5 scale).
@@ -19,6 +20,7 @@ scored pairs per subset (:class:`sbert_nli.data.sts.STSData`, scores float64 on 
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +77,8 @@ def read_senteval_year(senteval_dir: str | Path, year: str) -> SuiteSet:
     """
     folder = year_folder(senteval_dir, year)
     subsets = [read_senteval_subset(folder, name) for name in SENTEVAL_SUBSETS[year]]
-    return SuiteSet(year, str(folder), subsets)
+    pairs = sum(len(s) for s in subsets)
+    return SuiteSet(year, f"{folder} (SentEval layout, {len(subsets)} sub-files, {pairs} pairs)", subsets)
 
 
 def _lines(path: Path) -> list[str]:
@@ -183,6 +186,10 @@ def load_hub_set(name: str) -> SuiteSet:
     except Exception as exc:
         raise SbertNliError(f"could not load {hub_id} from the hub ({type(exc).__name__}); {hint}") from None
     scores = np.asarray([float(v) for v in ds["score"]], dtype=np.float64)
-    return SuiteSet(name, f"{hub_id} (hub, test split, {len(scores)} pairs; no sub-file names)",
+    note = "no sub-file names"
+    if name == "SICK-R":  # MTEB's SICK-R is every SICK pair (9,927), not the test set the papers score
+        note = "MTEB's SICK-R: all SICK pairs, not the paper's test set; pass --sick for that"
+        logging.getLogger("sbert_nli").warning("SICK-R from %s: %d pairs, %s", hub_id, len(scores), note)
+    return SuiteSet(name, f"{hub_id} (hub, test split, {len(scores)} pairs; {note})",
                     [STSData(hub_id, list(ds["sentence1"]), list(ds["sentence2"]), scores)],
                     has_subfiles=name == "SICK-R")
