@@ -89,6 +89,9 @@ def _add_train(sub) -> None:
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
                    help="continue from the newest checkpoint in --output (or the given checkpoint folder)")
     p.add_argument("--nproc", type=int, default=0, help="launch N processes with torchrun (DDP)")
+    p.add_argument("--eval-suite", nargs="?", const="", default=None, metavar="ROOT",
+                   help="after training, run the STS suite (STS12-16, STSb, SICK-R) from ROOT (default: the hub) "
+                        "into results.json and the model card; --set eval_suite.sick=FILE etc. for single sets")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -101,6 +104,23 @@ def _common_model_args(p, pooling: bool = True) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _add_suite_args(p) -> None:
+    """``--suite sts`` and its data options (evaluate, compare); see sbert_nli.sts_suite."""
+    from sbert_nli.config import SUITE_AGGREGATIONS
+
+    g = p.add_argument_group("STS suite: the SBERT paper's table (STS12-16, STSb test, SICK-R test; "
+                             "no path = every set from the hub)")
+    g.add_argument("--suite", choices=["sts"], help="evaluate the seven STS sets and their average")
+    g.add_argument("--sts-root", metavar="DIR", help="one folder holding the sets: sts-senteval/ (or SentEval's "
+                   "STS12-en-test/ ...), stsbenchmark/sts-test.csv, SICK_test_annotated.txt or SICK.txt")
+    g.add_argument("--senteval-dir", metavar="DIR", help="SentEval STS folder with STS12-en-test/ ... STS16-en-test/ "
+                   "(or hub, none)")
+    g.add_argument("--stsb", metavar="FILE", help="STS benchmark test file sts-test.csv (or hub, none)")
+    g.add_argument("--sick", metavar="FILE", help="SICK_test_annotated.txt or SICK.txt (or hub, none)")
+    g.add_argument("--aggregation", choices=SUITE_AGGREGATIONS, default="all",
+                   help="STS12-16 sub-files: all (default; the SBERT paper's Table 1), mean or wmean (SentEval)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nli", nargs="*", default=[], help="NLI files, scored with the model's trained head")
     p.add_argument("--columns", help="column mapping (sentence1=…,sentence2=…,score=… / premise=…,hypothesis=…,label=…)")
     p.add_argument("--json", dest="json_out", help="also write all metrics to this JSON file")
+    _add_suite_args(p)
     _common_model_args(p)
 
     p = sub.add_parser("similarity", help="cosine heatmap of a sentence list and its most similar pairs")
@@ -145,8 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nli", nargs="*", default=[])
     p.add_argument("--columns")
     p.add_argument("--sentences", help="sentences for the side-by-side heatmaps (default: built-in set)")
-    p.add_argument("--plot", help="write the side-by-side heatmaps PNG here")
+    p.add_argument("--plot", help="write the side-by-side heatmaps PNG here (with --suite: the grouped bar chart)")
     p.add_argument("--json", dest="json_out")
+    _add_suite_args(p)
     _common_model_args(p)
     return parser
 
@@ -165,6 +187,8 @@ def _overrides(args) -> dict:
         out.setdefault("data", {})["columns"] = parse_mapping(args.columns)
     if args.trust_remote_code:
         out.setdefault("model", {})["trust_remote_code"] = True
+    if args.eval_suite is not None:
+        out["eval_suite"] = {"enabled": True, **({"root": args.eval_suite} if args.eval_suite else {})}
     for item in args.set:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise SbertNliError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
@@ -178,6 +202,10 @@ def cmd_train(args) -> int:
     from sbert_nli.config import resolve
 
     config = resolve(args.preset, args.config, _overrides(args))
+    if config.eval_suite.enabled:  # check the suite's paths now, not after training
+        from sbert_nli.sts_suite import plan_sources
+
+        plan_sources(config.eval_suite)
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args.nproc)
     if config.train.engine == "sentence-transformers":
@@ -230,6 +258,11 @@ def _print_train_summary(output: str, results: dict) -> None:
         print(f"STS dev Spearman x100 (cosine): {results['dev_spearman']:.2f}")
     if "heldout_accuracy" in results:
         print(f"held-out NLI accuracy: {results['heldout_accuracy']:.4f} ({results['heldout_nli']['pairs']} pairs)")
+    if "sts_suite" in results:
+        from sbert_nli.report import suite_summary_line, suite_table
+
+        print(f"STS suite, Spearman x100 of cosine similarity:\n{suite_table([results['sts_suite']], [output])}\n"
+              f"{suite_summary_line(results['sts_suite'])}")
 
 
 def _load_encoder(args, name: str | None = None):
@@ -347,10 +380,11 @@ def _write_json(path: str, data) -> None:
 def cmd_evaluate(args) -> int:
     from sbert_nli.report import markdown_table
 
-    if not args.sts and not args.nli:
-        raise SbertNliError("evaluate needs --sts FILE and/or --nli FILE")
+    if not args.sts and not args.nli and not args.suite:
+        raise SbertNliError("evaluate needs --sts FILE, --nli FILE and/or --suite sts")
+    suite = _read_suite(args)
     sts_sets, nli_sets = _read_eval_sets(args)
-    result, _ = _evaluate_model(args, args.model, sts_sets, nli_sets)
+    result, encoder = _evaluate_model(args, args.model, sts_sets, nli_sets)
     for name, metrics in result["sts"].items():
         rows = [{"similarity": s, "Pearson": metrics[f"{s}_pearson"], "Spearman": metrics[f"{s}_spearman"]}
                 for s in ("cosine", "euclidean", "manhattan", "dot")]
@@ -362,9 +396,42 @@ def cmd_evaluate(args) -> int:
                 for c, v in metrics["per_class"].items()]
         print(markdown_table(rows, ["class", "precision", "recall", "support"]))
         print("confusion (rows gold, columns predicted; E/N/C):", metrics["confusion"], "\n")
+    if suite is not None:
+        from sbert_nli.report import suite_details, suite_summary_line, suite_table
+
+        result["suite"] = _score_suite(args, encoder, suite)
+        print(f"STS suite, Spearman x100 of cosine similarity (SBERT paper, Table 1 columns):\n"
+              f"{suite_table([result['suite']], [args.model])}\n{suite_summary_line(result['suite'])}\n")
+        print(suite_details(result["suite"]))
     if args.json_out:
         _write_json(args.json_out, result)
     return 0
+
+
+# ---- STS suite (issue 14): read the sets once, score each model with sbert_nli.sts_suite
+def _read_suite(args):
+    """``(loaded sets, reasons for the missing ones)`` for ``--suite sts``; None without it."""
+    given = [f for f in ("sts_root", "senteval_dir", "stsb", "sick") if getattr(args, f)]
+    if not args.suite:
+        if given:
+            raise SbertNliError(f"--{given[0].replace('_', '-')} belongs to the STS suite; add --suite sts")
+        return None
+    from sbert_nli.config import SuiteConfig
+    from sbert_nli.sts_suite import load_suite
+
+    config = SuiteConfig(enabled=True, root=args.sts_root, senteval_dir=args.senteval_dir, stsb=args.stsb,
+                         sick=args.sick, aggregation=args.aggregation)
+    loaded, missing = load_suite(config)
+    for name, reason in missing.items():
+        log.warning("%s not evaluated: %s", name, reason)
+    return loaded, missing
+
+
+def _score_suite(args, encoder, suite) -> dict:
+    from sbert_nli.sts_suite import score_suite
+
+    device, precision = _device_and_precision(args)
+    return score_suite(encoder, *suite, args.aggregation, device, precision, args.batch_size, not args.quiet)
 
 
 def cmd_similarity(args) -> int:
@@ -385,6 +452,9 @@ def cmd_similarity(args) -> int:
 def cmd_compare(args) -> int:
     from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, markdown_table, save_heatmaps
 
+    suite = _read_suite(args)
+    if suite is not None:
+        return _compare_suite(args, suite)
     sts_sets, nli_sets = _read_eval_sets(args)
     sentences = _read_sentences(args.sentences) if args.sentences else EXAMPLE_SENTENCES
     device, precision = _device_and_precision(args)
@@ -407,6 +477,27 @@ def cmd_compare(args) -> int:
         _write_json(args.json_out, {"models": results, "table": rows})
     if args.plot:
         _atomic_write(Path(args.plot), lambda tmp: save_heatmaps(tmp, panels, sentences))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _compare_suite(args, suite) -> int:
+    """``compare --suite sts``: the paper's table with one row per model, JSON, grouped bar chart."""
+    from sbert_nli.report import save_suite_bars, suite_summary_line, suite_table
+
+    if args.sts or args.nli:
+        raise SbertNliError("compare --suite sts scores the suite only; run --sts/--nli in a separate compare")
+    results = []
+    for name in args.models:
+        encoder = _load_encoder(args, name).to(_device_and_precision(args)[0])
+        results.append({"model": name, **_score_suite(args, encoder, suite)})
+        del encoder
+    print(f"STS suite, Spearman x100 of cosine similarity:\n{suite_table(results, args.models)}\n"
+          f"{suite_summary_line(results[0])}")
+    if args.json_out:
+        _write_json(args.json_out, {"models": results})
+    if args.plot:
+        _atomic_write(Path(args.plot), lambda tmp: save_suite_bars(tmp, results, args.models))
         print(f"wrote {args.plot}")
     return 0
 

@@ -32,6 +32,7 @@ LOSSES = ("softmax", "mnr")
 ENGINES = ("native", "sentence-transformers")
 HEAD_FEATURES = ("u", "v", "|u-v|", "u*v")
 HUB_DATA_NAMES = ("snli", "mnli", "stsb")
+SUITE_AGGREGATIONS = ("all", "mean", "wmean")  # sbert_nli.sts_suite explains each and its source
 
 
 @dataclass
@@ -106,16 +107,34 @@ class TrainConfig:
 
 
 @dataclass
+class SuiteConfig:
+    """The paper-table STS suite (STS12-16, STSb test, SICK-R test) run once after training
+    (``train --eval-suite [ROOT]``) and by ``evaluate/compare --suite sts``; see sbert_nli.sts_suite.
+
+    With no path at all every set comes from its hub copy; once any path is given, the sets
+    without one (and not found under ``root``) are reported as not evaluated. A path may also be
+    "hub" (that set from the hub) or "none" (leave that set out)."""
+
+    enabled: bool = False
+    root: str | None = None  # one folder holding the sets (sts-senteval/, stsbenchmark/, SICK file)
+    senteval_dir: str | None = None  # SentEval layout: STS12-en-test/ ... STS16-en-test/
+    stsb: str | None = None  # STS benchmark test file (sts-test.csv)
+    sick: str | None = None  # SICK.txt or SICK_test_annotated.txt
+    aggregation: str = "all"  # STS12-16 sub-files: all (SBERT paper, SimCSE), mean or wmean (SentEval)
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval_suite: SuiteConfig = field(default_factory=SuiteConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "eval_suite": SuiteConfig}
 
 
 def list_presets() -> list[str]:
@@ -159,6 +178,11 @@ def _resolve_relative_paths(data: dict, base: Path) -> None:
         for key in ("eval_sts", "eval_nli"):
             if isinstance(data_section.get(key), str):
                 data_section[key] = fix(data_section[key])
+    suite_section = data.get("eval_suite", {})
+    if isinstance(suite_section, dict):
+        for key in ("root", "senteval_dir", "stsb", "sick"):
+            if isinstance(suite_section.get(key), str) and suite_section[key] not in ("hub", "none", "stsb"):
+                suite_section[key] = fix(suite_section[key])
     model_section = data.get("model", {})
     if isinstance(model_section, dict) and isinstance(model_section.get("name"), str):
         name = model_section["name"]
@@ -303,6 +327,8 @@ def validate(config: RunConfig) -> RunConfig:
     check(d.synthetic_pairs >= 30, f"data.synthetic_pairs must be >= 30, got {d.synthetic_pairs}")
     check(d.max_train_pairs >= 0, f"data.max_train_pairs must be >= 0, got {d.max_train_pairs}")
     check(bool(d.train), "data.train is empty: pass --train FILE [FILE ...] or a hub name (snli, mnli)")
+    check(config.eval_suite.aggregation in SUITE_AGGREGATIONS,
+          f"eval_suite.aggregation must be one of {', '.join(SUITE_AGGREGATIONS)}, got {config.eval_suite.aggregation!r}")
     known_roles = {"premise", "hypothesis", "label"}
     unknown = set(d.columns) - known_roles
     check(not unknown, f"--columns: unknown role(s) {sorted(unknown)}; roles are premise, hypothesis, label")

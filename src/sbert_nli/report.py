@@ -177,6 +177,8 @@ tags: [sentence-transformers, sentence-similarity, sbert-nli]
 
 {markdown_table(metric_rows, ['metric', 'value']) if metric_rows else 'No evaluation data was given (pass --eval-sts / --eval-nli / holdout_fraction).'}
 
+{suite_card_section(results['sts_suite']) if 'sts_suite' in results else ''}
+
 {'![training curves](training_curves.png)' if has_plot else ''}
 
 ## Usage
@@ -206,3 +208,93 @@ sbert-nli evaluate {out} --sts sts-test.csv
 ```
 """
     (out / "README.md").write_text(card, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- STS suite (sbert_nli.sts_suite)
+def _cell(value) -> str:
+    return "n/a" if value is None or value != value else f"{value:.2f}"
+
+
+def suite_table(results: list[dict], labels: list[str] | None = None) -> str:
+    """Markdown table, one row per model: headline score (cosine Spearman x100) per set in the
+    paper's column order, ``n/a`` for a set not evaluated (and for Avg unless all seven were)."""
+    from sbert_nli.sts_suite import SUITE_SETS
+
+    columns = ["model", *SUITE_SETS, "Avg"]
+    labels = labels or [r.get("model", "") for r in results]
+    rows = [{"model": model_label(label), **{k: _cell(r["scores"][k]) for k in columns[1:]}}
+            for label, r in zip(labels, results)]
+    return markdown_table(rows, columns)
+
+
+def suite_details(result: dict) -> str:
+    """Per similarity function (Spearman x100, this aggregation), every aggregation (cosine), the
+    sub-files of each year, the sources read, and what was not evaluated."""
+    from sbert_nli.evaluate import SIMILARITIES
+    from sbert_nli.sts_suite import AGGREGATIONS, SUITE_SETS
+
+    agg, sets = result["aggregation"], result["sets"]
+    names = [n for n in SUITE_SETS if n in sets]
+    by_sim = [{"similarity": s, **{n: _cell(sets[n]["aggregations"][agg][f"{s}_spearman"]) for n in names},
+               "Avg": _cell(result["averages"][agg][f"{s}_spearman"])} for s in SIMILARITIES]
+    by_agg = [{"aggregation": a + (" (used)" if a == agg else ""),
+               **{n: _cell(sets[n]["aggregations"][a]["cosine_spearman"]) for n in names},
+               "Avg": _cell(result["averages"][a]["cosine_spearman"])} for a in AGGREGATIONS]
+    parts = [f"Spearman x100 by similarity function (aggregation {agg}):",
+             markdown_table(by_sim, ["similarity", *names, "Avg"]),
+             "\nCosine Spearman x100 by aggregation of the STS12-16 sub-files:",
+             markdown_table(by_agg, ["aggregation", *names, "Avg"]), "\nSub-files (cosine Spearman x100):"]
+    for n in names:
+        subs = sets[n]["subsets"]
+        if len(subs) > 1:
+            parts.append(f"  {n}: " + ", ".join(f"{k} {_cell(v['cosine_spearman'])} ({v['pairs']})" for k, v in subs.items()))
+    parts.append("\nSources:")
+    parts += [f"  {n}: {sets[n]['source']}" for n in names]
+    parts += [f"  {n}: NOT EVALUATED ({why})" for n, why in result["not_evaluated"].items()]
+    return "\n".join(parts)
+
+
+def suite_summary_line(result: dict) -> str:
+    """Which aggregation was used, and the Avg caveat when a set is missing."""
+    line = f"aggregation of STS12-16 sub-files: {result['aggregation']} [{result['aggregation_note']}]"
+    extra = result.get("avg_evaluated")
+    if extra:
+        left_out = ", ".join(result["not_evaluated"])
+        line += (f"\nAvg n/a: {left_out} not evaluated (the paper averages all 7 sets); "
+                 f"mean of the {len(extra['sets'])} evaluated sets: {_cell(extra['cosine_spearman'])}")
+    return line
+
+
+def save_suite_bars(path: str | Path, results: list[dict], labels: list[str]) -> None:
+    """Grouped bar chart: one group per set (paper order, then Avg), one bar per model; a set that
+    was not evaluated has no bar and an "n/a" mark."""
+    from sbert_nli.sts_suite import SUITE_SETS
+
+    plt = _plt()
+    columns = [*SUITE_SETS, "Avg"]
+    width = 0.8 / max(len(results), 1)
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(columns) * max(1, len(results)) ** 0.5 + 2), 4.2),
+                           layout="constrained")
+    x = np.arange(len(columns))
+    for i, (label, result) in enumerate(zip(labels, results)):
+        values = [result["scores"][c] for c in columns]
+        heights = [v if v is not None and v == v else 0.0 for v in values]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), heights, width, label=model_label(label))
+        for bar, value in zip(bars, values):
+            text = "n/a" if value is None or value != value else f"{value:.1f}"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                        fontsize=6, xytext=(0, 1), textcoords="offset points")
+    ax.set_xticks(x, columns)
+    ax.set_ylabel("Spearman x100 (cosine)")
+    ax.set_title(f"STS suite, aggregation '{results[0]['aggregation']}'", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.savefig(path, dpi=HEATMAP_DPI)
+    plt.close(fig)
+
+
+def suite_card_section(result: dict) -> str:
+    """The model card's STS-suite section (markdown)."""
+    return (f"### STS suite (Spearman x100 of cosine similarity, as in the SBERT paper's Table 1)\n\n"
+            f"{suite_table([result], ['this model'])}\n\n{suite_summary_line(result)}\n\n"
+            + "\n".join(f"- {n}: {s['source']}" for n, s in result["sets"].items())
+            + "".join(f"\n- {n}: not evaluated ({why})" for n, why in result["not_evaluated"].items()))

@@ -639,6 +639,10 @@ def finish(run: Run, state: TrainState, wall: float, pairs: int) -> dict:
             results["heldout_nli"] = evaluate_nli(run.encoder, run.loss_fn, run.heldout, device=run.device,
                                                   precision=run.precision)
             results["heldout_accuracy"] = results["heldout_nli"]["accuracy"]
+        if run.config.eval_suite.enabled:  # the paper's STS table, into results.json and the model card
+            from sbert_nli.sts_suite import run_suite
+
+            results["sts_suite"] = run_suite(run.encoder, run.config.eval_suite, run.device, run.precision)
         save_model(run, state, results)
         report.write_training_report(run.out, run.config, run.data, results)
     if t.save_every:

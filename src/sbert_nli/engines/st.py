@@ -229,6 +229,10 @@ def _finish(config, out: Path, data, heldout, sts_dev, trained, head, history, r
 
         results["heldout_nli"] = evaluate_nli(trained, head.to(device), heldout, device=device)
         results["heldout_accuracy"] = results["heldout_nli"]["accuracy"]
+    if config.eval_suite.enabled:  # STS suite (issue 14) into results.json and the model card
+        from sbert_nli.sts_suite import run_suite
+
+        results["sts_suite"] = run_suite(trained, config.eval_suite, device)
 
     def write(tmp_out: Path) -> None:
         trained.save(tmp_out)
