@@ -103,6 +103,9 @@ def _common_model_args(p, pooling: bool = True) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true")
+
+
+def _quoting_arg(p) -> None:
     p.add_argument("--quoting", choices=["auto", "csv", "none"], default="auto",
                    help="quoting of .csv/.tsv/.txt tables: auto, csv (\"-quoted fields) or none (a \" is text)")
 
@@ -120,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, help="a .npy file")
     p.add_argument("--field", default="text", help="jsonl field holding the sentence (default: text)")
     _common_model_args(p)
+    _quoting_arg(p)
 
     p = sub.add_parser("predict", help="NLI label and probabilities for a premise and a hypothesis")
     p.add_argument("model")
@@ -135,6 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--columns", help="column mapping (sentence1=…,sentence2=…,score=… / premise=…,hypothesis=…,label=…)")
     p.add_argument("--json", dest="json_out", help="also write all metrics to this JSON file")
     _common_model_args(p)
+    _quoting_arg(p)
 
     p = sub.add_parser("similarity", help="cosine heatmap of a sentence list and its most similar pairs")
     p.add_argument("model")
@@ -142,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the heatmap PNG here")
     p.add_argument("--top-k", type=int, default=5)
     _common_model_args(p)
+    _quoting_arg(p)
 
     p = sub.add_parser("compare", help="several models on the same STS/NLI data: table, JSON and heatmaps")
     p.add_argument("models", nargs="+")
@@ -152,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the side-by-side heatmaps PNG here")
     p.add_argument("--json", dest="json_out")
     _common_model_args(p)
+    _quoting_arg(p)
     return parser
 
 
@@ -243,12 +250,6 @@ def _device_and_precision(args):
     return device, resolve_precision(args.precision, device)
 
 
-def _read_sentences(args, path: str, field: str = "text") -> list[str]:
-    from sbert_nli.data.tables import read_sentences
-
-    return read_sentences(path, field, args.quoting)
-
-
 def _report_truncation(encoder, name: str = "") -> None:
     """One line per model: how many distinct sentences the command truncated."""
     if encoder.truncated_texts:
@@ -275,9 +276,11 @@ def _atomic_write(target: Path, write) -> None:
 def cmd_encode(args) -> int:
     import numpy as np
 
+    from sbert_nli.data.tables import read_sentences
+
     if not args.output.endswith(".npy"):
         raise SbertNliError(f"--output {args.output} must be a .npy file")
-    sentences = _read_sentences(args, args.input, args.field)
+    sentences = read_sentences(args.input, args.field, args.quoting)
     device, precision = _device_and_precision(args)
     encoder = _load_encoder(args).to(device)
     emb = encoder.encode(sentences, batch_size=args.batch_size, device=device, precision=precision,
@@ -370,9 +373,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_similarity(args) -> int:
+    from sbert_nli.data.tables import read_sentences
     from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, save_heatmaps, top_pairs
 
-    sentences = _read_sentences(args, args.sentences) if args.sentences else EXAMPLE_SENTENCES
+    sentences = read_sentences(args.sentences, quoting=args.quoting) if args.sentences else EXAMPLE_SENTENCES
     device, precision = _device_and_precision(args)
     encoder = _load_encoder(args).to(device)
     sim = cosine_matrix(encoder.encode(sentences, device=device, precision=precision))
@@ -386,10 +390,11 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from sbert_nli.data.tables import read_sentences
     from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, markdown_table, save_heatmaps
 
     sts_sets, nli_sets = _read_eval_sets(args)
-    sentences = _read_sentences(args, args.sentences) if args.sentences else EXAMPLE_SENTENCES
+    sentences = read_sentences(args.sentences, quoting=args.quoting) if args.sentences else EXAMPLE_SENTENCES
     device, precision = _device_and_precision(args)
     rows, panels, results = [], [], []
     for name in args.models:

@@ -173,7 +173,7 @@ def _add_specials(flat: np.ndarray, lengths: np.ndarray, prefix: list[int], suff
     extra = len(prefix) + len(suffix)
     new_lengths = lengths + extra
     out = np.empty(int(new_lengths.sum()), dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(new_lengths)[:-1]])
+    starts = np.cumsum(new_lengths) - new_lengths  # (an empty list of texts has no starts)
     content = np.ones(len(out), dtype=bool)
     for k, token in enumerate(prefix):
         out[starts + k] = token

@@ -247,4 +247,7 @@ def split_holdout(data: NLIData, fraction: float, seed: int) -> tuple[NLIData, N
     rng = np.random.default_rng(seed)
     held = set(np.asarray(premises, dtype=object)[rng.permutation(len(premises))[: max(1, int(len(premises) * fraction))]])
     mask = np.fromiter((p in held for p in data.premise), dtype=bool, count=len(data))
+    if mask.all():
+        raise SbertNliError(f"holdout fraction {fraction} of {len(premises)} distinct premise(s) leaves no training "
+                            "pairs; use more data or --holdout 0")
     return data.subset(np.flatnonzero(~mask)), data.subset(np.flatnonzero(mask))

@@ -65,9 +65,10 @@ def is_missing_text(value) -> bool:
 
 def layout_roles(table: Table, layouts: list[tuple[str, dict[str, str]]], columns: dict[str, str] | None) -> dict[str, str]:
     """role -> column for ``table``: the first of ``layouts`` (``(name, role -> column)``, the default
-    first) whose columns the table has, logged by name; ``columns`` (``--columns``) overrides it role by role."""
+    first) whose columns the table has, logged by name unless it is the default; ``columns``
+    (``--columns``) overrides it role by role."""
     found = next(((name, roles) for name, roles in layouts if all(c in table.columns for c in roles.values())), None)
-    if found and not (columns and set(columns) >= set(layouts[0][1])):
+    if found and found[1] is not layouts[0][1] and not (columns and set(columns) >= set(layouts[0][1])):
         log.info("%s: recognised layout %s", table.path, found[0])
     return {**(found[1] if found else layouts[0][1]), **(columns or {})}
 
