@@ -137,6 +137,12 @@ def test_quoting_option_on_the_command_line(tmp_path, capsys):
     assert "x.tsv:2: cannot read without quoting (delimiter '\\t'): 4 fields, but the header has 3" in capsys.readouterr().err
 
 
+def test_jsonl_text_that_looks_like_a_date_stays_text(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "2020-01-01"}\n{"text": "2021-02-03 10:00:00"}\n')
+    assert read_table(path).columns["text"] == ["2020-01-01", "2021-02-03 10:00:00"]
+
+
 # ------------------------------------------------------------------ 4: one missing-text rule
 def _write_missing(path, missing):
     import pandas as pd

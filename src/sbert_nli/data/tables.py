@@ -173,6 +173,8 @@ def _read_jsonl_arrow(text: str) -> dict[str, list] | None:
         return None
     if any(pa.types.is_nested(field.type) for field in table.schema):  # objects inside rows: keep the slow path
         return None
+    if any(pa.types.is_temporal(field.type) for field in table.schema):  # Arrow turns date-like text into dates
+        return None
     return table.to_pydict()
 
 
