@@ -92,7 +92,7 @@ def test_empty_sentences_are_dropped_with_a_warning(tmp_path, caplog):
     path.write_text('{"premise": "  ", "hypothesis": "x", "label": 0}\n{"premise": "a", "hypothesis": "b", "label": 1}\n')
     d = read_nli_file(str(path))
     assert len(d) == 1 and d.sources[0].dropped_empty == 1
-    assert "dropped 1 pair(s) with an empty" in caplog.text
+    assert "dropped 1 pair(s) with a missing sentence" in caplog.text
 
 
 def test_mixed_label_encodings_are_refused(tmp_path):

@@ -46,8 +46,11 @@ CASES = [
      ["u.jsonl:2", "not valid UTF-8"]),
     ("broken jsonl line", lambda t, m: _train(t, data=_write(t, "b.jsonl", GOOD_ROWS + '{"premise": \n')),
      ["b.jsonl:2", "broken JSON line"]),
-    ("broken csv line", lambda t, m: _train(t, data=_write(t, "q.csv", 'premise,hypothesis,label\n"a,b,0\n')),
-     ["q.csv", "broken line"]),
+    # (a bare '"' alone is text now: the file must fit neither the quoted nor the unquoted reading)
+    ("broken csv line", lambda t, m: _train(t, data=_write(t, "q.csv", 'premise,hypothesis,label\n"a,b\n')),
+     ["q.csv", "cannot read with delimiter ','", "line 2"]),
+    ("holdout leaves nothing", lambda t, m: _train(t, data=_write(t, "one.csv", 'premise,hypothesis,label\na,b,0\n')),
+     ["holdout fraction 0.1 of 1 distinct premise(s) leaves no training pairs"]),
     ("wrong field count", lambda t, m: _train(t, data=_write(t, "w.tsv", "premise\thypothesis\tlabel\na\tb\n")),
      ["w.tsv:2", "2 fields, but the header has 3"]),
     ("sts score not a number", lambda t, m: ["evaluate", m, "--sts", _write(t, "s.csv", "sentence1,sentence2,score\na,b,high\nc,d,1\n")],

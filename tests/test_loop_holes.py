@@ -152,3 +152,19 @@ def test_train_leaves_the_process_as_it_found_it(tmp_path):
                             timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.split() == ["True", "True", "True"], result.stdout
+
+
+def test_an_undefined_dev_score_is_logged_as_null_and_never_kept_as_best(data, tmp_path):
+    """A dev file whose similarities are all equal (sentence2 := sentence1) has no Spearman: the
+    loop logs null, keeps training and saves the final model instead of comparing None > float."""
+    rows = (data / "stsbenchmark/sts-dev.csv").read_text(encoding="utf-8").splitlines()[:50]
+    dev = tmp_path / "same.csv"
+    dev.write_text("".join("\t".join(f[:5] + [f[5], f[5]]) + "\n" for f in (r.split("\t") for r in rows)),
+                   encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["-q", "train", *SMALL, "--max-steps", "4", "--set", "train.eval_every=2",
+                 "--set", f"data.eval_sts={dev}", "--output", str(out)]) == 0
+    records = _records(out)
+    assert [r["dev_spearman"] for r in records if "dev_spearman" in r] == [None, None]
+    assert (out / "model.safetensors").is_file()
+    assert json.loads((out / "results.json").read_text())["dev_spearman"] is None

@@ -50,6 +50,8 @@ TRAIN_OPTIONS = [
     ("--eval-sts", "data.eval_sts", "STS file (or stsb) for dev evaluation; the best dev model is kept", {}),
     ("--eval-nli", "data.eval_nli", "NLI file for the trained head's accuracy after training", {}),
     ("--holdout", "data.holdout_fraction", "fraction of training premises held out for NLI accuracy", {"type": float}),
+    ("--quoting", "data.quoting", "quoting of .csv/.tsv/.txt files: auto (default), csv (\"-quoted fields) or none "
+     "(a \" is text)", {"choices": ["auto", "csv", "none"]}),
     ("--max-train-pairs", "data.max_train_pairs", "use a deterministic subset of N training pairs", {"type": int}),
     ("--loss", "train.loss", "softmax (SBERT paper) or mnr (Multiple Negatives Ranking)", {"choices": ["softmax", "mnr"]}),
     ("--engine", "train.engine", "native (our trainer) or sentence-transformers",
@@ -123,6 +125,11 @@ def _add_suite_args(p) -> None:
                    help="STS12-16 sub-files: all (default; the SBERT paper's Table 1), mean or wmean (SentEval)")
 
 
+def _quoting_arg(p) -> None:
+    p.add_argument("--quoting", choices=["auto", "csv", "none"], default="auto",
+                   help="quoting of .csv/.tsv/.txt tables: auto, csv (\"-quoted fields) or none (a \" is text)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sbert-nli", description="Fine-tune SBERT sentence encoders on NLI; evaluate and compare them.")
     parser.add_argument("--version", action="version", version=f"sbert-nli {__import__('sbert_nli').__version__}")
@@ -130,12 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(sub)
 
-    p = sub.add_parser("encode", help="sentences (.txt one per line, or .jsonl) -> embeddings .npy")
+    p = sub.add_parser("encode", help="sentences (.txt one per line, or a table) -> embeddings .npy, one row per line/row")
     p.add_argument("model")
     p.add_argument("--input", "-i", required=True)
     p.add_argument("--output", "-o", required=True, help="a .npy file")
     p.add_argument("--field", default="text", help="jsonl field holding the sentence (default: text)")
     _common_model_args(p)
+    _quoting_arg(p)
 
     p = sub.add_parser("predict", help="NLI label and probabilities for a premise and a hypothesis")
     p.add_argument("model")
@@ -152,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", help="also write all metrics to this JSON file")
     _add_suite_args(p)
     _common_model_args(p)
+    _quoting_arg(p)
 
     p = sub.add_parser("similarity", help="cosine heatmap of a sentence list and its most similar pairs")
     p.add_argument("model")
@@ -159,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", help="write the heatmap PNG here")
     p.add_argument("--top-k", type=int, default=5)
     _common_model_args(p)
+    _quoting_arg(p)
 
     p = sub.add_parser("compare", help="several models on the same STS/NLI data: table, JSON and heatmaps")
     p.add_argument("models", nargs="+")
@@ -170,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out")
     _add_suite_args(p)
     _common_model_args(p)
+    _quoting_arg(p)
     return parser
 
 
@@ -255,7 +266,8 @@ def _launch_torchrun(nproc: int) -> int:
 def _print_train_summary(output: str, results: dict) -> None:
     print(f"saved model to {output}")
     if "dev_spearman" in results:
-        print(f"STS dev Spearman x100 (cosine): {results['dev_spearman']:.2f}")
+        score = results["dev_spearman"]
+        print(f"STS dev Spearman x100 (cosine): {'n/a (undefined)' if score is None else f'{score:.2f}'}")
     if "heldout_accuracy" in results:
         print(f"held-out NLI accuracy: {results['heldout_accuracy']:.4f} ({results['heldout_nli']['pairs']} pairs)")
     if "sts_suite" in results:
@@ -279,20 +291,12 @@ def _device_and_precision(args):
     return device, resolve_precision(args.precision, device)
 
 
-def _read_sentences(path: str, field: str = "text") -> list[str]:
-    from sbert_nli.data.tables import check_file, decode_text, read_table
-
-    source = check_file(path, (".txt", ".jsonl", ".json", ".csv", ".tsv", ".parquet"))
-    if source.suffix.lower() == ".txt":
-        sentences = [line for line in decode_text(source).splitlines() if line.strip()]
-    else:
-        table = read_table(source)
-        if field not in table.columns:
-            raise SbertNliError(f"{source}: no '{field}' column (found {', '.join(table.columns)}); pass --field NAME")
-        sentences = [str(v) for v in table.columns[field] if isinstance(v, str) and v.strip()]
-    if not sentences:
-        raise SbertNliError(f"{source} has no sentences")
-    return sentences
+def _report_truncation(encoder, name: str = "") -> None:
+    """One line per model: how many distinct sentences the command truncated."""
+    if encoder.truncated_texts:
+        log.warning("%s%d distinct sentence(s) longer than max_seq_length %d tokens were truncated "
+                    "(--max-seq-length up to the model's limit keeps more)", f"{name}: " if name else "",
+                    len(encoder.truncated_texts), encoder.max_seq_length)
 
 
 def _atomic_write(target: Path, write) -> None:
@@ -313,9 +317,11 @@ def _atomic_write(target: Path, write) -> None:
 def cmd_encode(args) -> int:
     import numpy as np
 
+    from sbert_nli.data.tables import read_sentences
+
     if not args.output.endswith(".npy"):
         raise SbertNliError(f"--output {args.output} must be a .npy file")
-    sentences = _read_sentences(args.input, args.field)
+    sentences = read_sentences(args.input, args.field, args.quoting)
     device, precision = _device_and_precision(args)
     encoder = _load_encoder(args).to(device)
     emb = encoder.encode(sentences, batch_size=args.batch_size, device=device, precision=precision,
@@ -325,6 +331,9 @@ def cmd_encode(args) -> int:
         with open(tmp, "wb") as handle:
             np.save(handle, emb)
 
+    if emb.shape[0] != len(sentences):  # the row contract: one embedding per input line/row, in order
+        raise RuntimeError(f"encode returned {emb.shape[0]} rows for {len(sentences)} sentences")
+    _report_truncation(encoder)
     _atomic_write(Path(args.output), write)
     print(f"wrote {emb.shape[0]} x {emb.shape[1]} embeddings to {args.output}")
     return 0
@@ -370,11 +379,14 @@ def _read_eval_sets(args):
     mapping = parse_mapping(args.columns) if args.columns else {}
     sts_cols = {k: v for k, v in mapping.items() if k in ("sentence1", "sentence2", "score")}
     nli_cols = {k: v for k, v in mapping.items() if k in ("premise", "hypothesis", "label")}
-    return [read_sts(s, sts_cols) for s in args.sts], [read_nli_file(n, nli_cols) for n in args.nli]
+    return ([read_sts(s, sts_cols, args.quoting) for s in args.sts],
+            [read_nli_file(n, nli_cols, args.quoting) for n in args.nli])
 
 
 def _write_json(path: str, data) -> None:
-    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8"))
+    # allow_nan=False: NaN/Infinity are not JSON; undefined metrics are None (null) by then.
+    text = json.dumps(data, indent=2, allow_nan=False) + "\n"
+    _atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def cmd_evaluate(args) -> int:
@@ -385,6 +397,7 @@ def cmd_evaluate(args) -> int:
     suite = _read_suite(args)
     sts_sets, nli_sets = _read_eval_sets(args)
     result, encoder = _evaluate_model(args, args.model, sts_sets, nli_sets)
+    _report_truncation(encoder)
     for name, metrics in result["sts"].items():
         rows = [{"similarity": s, "Pearson": metrics[f"{s}_pearson"], "Spearman": metrics[f"{s}_spearman"]}
                 for s in ("cosine", "euclidean", "manhattan", "dot")]
@@ -435,12 +448,14 @@ def _score_suite(args, encoder, suite) -> dict:
 
 
 def cmd_similarity(args) -> int:
+    from sbert_nli.data.tables import read_sentences
     from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, save_heatmaps, top_pairs
 
-    sentences = _read_sentences(args.sentences) if args.sentences else EXAMPLE_SENTENCES
+    sentences = read_sentences(args.sentences, quoting=args.quoting) if args.sentences else EXAMPLE_SENTENCES
     device, precision = _device_and_precision(args)
     encoder = _load_encoder(args).to(device)
     sim = cosine_matrix(encoder.encode(sentences, device=device, precision=precision))
+    _report_truncation(encoder)
     for score, a, b in top_pairs(sim, sentences, args.top_k):
         print(f"{score:.3f}  {a}  <->  {b}")
     if args.plot:
@@ -450,13 +465,14 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from sbert_nli.data.tables import read_sentences
     from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, markdown_table, save_heatmaps
 
     suite = _read_suite(args)
     if suite is not None:
         return _compare_suite(args, suite)
     sts_sets, nli_sets = _read_eval_sets(args)
-    sentences = _read_sentences(args.sentences) if args.sentences else EXAMPLE_SENTENCES
+    sentences = read_sentences(args.sentences, quoting=args.quoting) if args.sentences else EXAMPLE_SENTENCES
     device, precision = _device_and_precision(args)
     rows, panels, results = [], [], []
     for name in args.models:
@@ -470,6 +486,7 @@ def cmd_compare(args) -> int:
             row[f"{Path(data_name).name} acc"] = metrics["accuracy"] * 100
         rows.append(row)
         panels.append((name, cosine_matrix(encoder.encode(sentences, device=device, precision=precision))))
+        _report_truncation(encoder, name)
         del encoder
     columns = list(dict.fromkeys(k for row in rows for k in row))
     print(markdown_table(rows, columns))

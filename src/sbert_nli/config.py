@@ -56,6 +56,7 @@ class DataConfig:
     # Hub names ("snli", "mnli"), "builtin:synthetic", or local .jsonl/.json/.csv/.tsv/.parquet files.
     train: list[str] = field(default_factory=lambda: ["snli", "mnli"])
     columns: dict[str, str] = field(default_factory=dict)  # role -> column, e.g. premise = "sentence1"
+    quoting: str = "auto"  # .csv/.tsv/.txt: "auto", "csv" (quoted fields) or "none" (a " is text)
     holdout_fraction: float = 0.0  # fixed split of the training pairs for held-out NLI accuracy
     eval_sts: str | None = None  # STS file (or "stsb") for dev evaluation during/after training
     eval_nli: str | None = None  # NLI file for held-out accuracy of the trained head
@@ -307,6 +308,11 @@ def validate(config: RunConfig) -> RunConfig:
     check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay}")
     check(t.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (0 = no clipping), got {t.max_grad_norm}")
     check(t.mnr_scale > 0, f"train.mnr_scale must be > 0, got {t.mnr_scale}")
+    # MNR's negatives are the other pairs of a micro-batch (batch_size per device): one pair has none
+    # but its hard negative, and a pair without one then trains at loss exactly 0.
+    check(t.loss != "mnr" or t.batch_size >= 2 or t.mnr_gather_across_ranks,
+          "train.batch_size 1 gives the MNR loss no in-batch negatives (a pair without a hard negative trains at "
+          "loss 0); use --batch-size 2 or more")
     check(t.eval_every >= 0 and t.save_every >= 0 and t.log_every >= 1,
           "train.eval_every and train.save_every must be >= 0 and train.log_every >= 1")
     check(t.split_padding_cost >= 0, f"train.split_padding_cost must be >= 0, got {t.split_padding_cost}")
@@ -323,6 +329,7 @@ def validate(config: RunConfig) -> RunConfig:
           f"model.pooling must be one of {', '.join(POOLING_MODES)}, got {m.pooling!r}")
     check(m.dropout is None or 0.0 <= m.dropout < 1.0, f"model.dropout must be within [0, 1), got {m.dropout}")
     check(m.max_seq_length >= 2, f"model.max_seq_length must be >= 2, got {m.max_seq_length}")
+    check(d.quoting in ("auto", "csv", "none"), f"data.quoting must be auto, csv or none, got {d.quoting!r}")
     check(0.0 <= d.holdout_fraction < 1.0, f"data.holdout_fraction must be within [0, 1), got {d.holdout_fraction}")
     check(d.synthetic_pairs >= 30, f"data.synthetic_pairs must be >= 30, got {d.synthetic_pairs}")
     check(d.max_train_pairs >= 0, f"data.max_train_pairs must be >= 0, got {d.max_train_pairs}")

@@ -7,12 +7,20 @@ Spearman. All maths is float64 on fp32 embeddings, whatever precision the encode
 
 from __future__ import annotations
 
+import logging
+import math
+import warnings
+
 import numpy as np
 
 from sbert_nli.data.nli import LABELS, NLIData
 from sbert_nli.data.sts import STSData
 
+log = logging.getLogger("sbert_nli")
 SIMILARITIES = ("cosine", "euclidean", "manhattan", "dot")
+# Values whose spread is within this fraction of their magnitude are equal up to float rounding
+# (fp32 embeddings give cosines that differ by ~1e-7 for identical pairs): ranking them ranks noise.
+CONSTANT_RTOL = 1e-6
 
 
 def similarity_scores(emb1: np.ndarray, emb2: np.ndarray) -> dict[str, np.ndarray]:
@@ -26,13 +34,32 @@ def similarity_scores(emb1: np.ndarray, emb2: np.ndarray) -> dict[str, np.ndarra
     }
 
 
-def sts_metrics(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[str, float]:
+def is_constant(values: np.ndarray) -> bool:
+    """True when all values are equal up to float rounding (spread <= CONSTANT_RTOL x max |value|)."""
+    values = np.asarray(values, dtype=np.float64)
+    return bool(np.ptp(values) <= CONSTANT_RTOL * np.max(np.abs(values)))
+
+
+def correlation_or_none(method: str, gold: np.ndarray, scores: np.ndarray) -> float | None:
+    """Pearson or Spearman correlation x100 (``scipy.stats.pearsonr`` / ``spearmanr``), or None when
+    it is undefined: fewer than 2 pairs, or gold or scores constant up to rounding (see
+    :func:`is_constant`). Never returns NaN and never lets scipy's warnings reach the user."""
     from scipy.stats import pearsonr, spearmanr
 
+    if len(gold) < 2 or is_constant(gold) or is_constant(scores):
+        return None
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        value = float((pearsonr if method == "pearson" else spearmanr)(gold, scores)[0])
+    return value * 100 if math.isfinite(value) else None
+
+
+def sts_metrics(emb1: np.ndarray, emb2: np.ndarray, gold: np.ndarray) -> dict[str, float | None]:
+    """``{similarity}_{pearson|spearman}`` x100 for the four similarities; None where undefined."""
     out = {}
     for name, scores in similarity_scores(emb1, emb2).items():
-        out[f"{name}_pearson"] = float(pearsonr(gold, scores)[0] * 100)
-        out[f"{name}_spearman"] = float(spearmanr(gold, scores)[0] * 100)
+        out[f"{name}_pearson"] = correlation_or_none("pearson", gold, scores)
+        out[f"{name}_spearman"] = correlation_or_none("spearman", gold, scores)
     return out
 
 
@@ -42,7 +69,13 @@ def evaluate_sts(encoder, data: STSData, batch_size: int = 64, device=None, prec
     emb = encoder.encode(data.sentence1 + data.sentence2, batch_size=batch_size, device=device,
                          precision=precision, progress=progress)
     n = len(data)
-    return {**sts_metrics(emb[:n], emb[n:], data.score), "pairs": n}
+    metrics = sts_metrics(emb[:n], emb[n:], data.score)
+    undefined = [name for name in SIMILARITIES if metrics[f"{name}_spearman"] is None]
+    if undefined:
+        cause = "the gold scores are" if is_constant(data.score) else f"{', '.join(undefined)} similarities are"
+        log.warning("%s: %s constant (equal up to rounding on all %d pairs): their correlations are undefined, "
+                    "reported as n/a (null in JSON)", data.name, cause, n)
+    return {**metrics, "pairs": n}
 
 
 def nli_metrics(predicted: np.ndarray, gold: np.ndarray) -> dict:

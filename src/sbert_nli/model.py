@@ -69,6 +69,7 @@ class SentenceEncoder(nn.Module):
         self.max_seq_length = max_seq_length
         self.normalize = normalize
         self.do_lower_case = do_lower_case
+        self.truncated_texts: set[str] = set()  # distinct texts encode() cut to max_seq_length, for one report
 
     @property
     def dim(self) -> int:
@@ -86,10 +87,13 @@ class SentenceEncoder(nn.Module):
     @torch.inference_mode()
     def encode(self, texts: list[str], batch_size: int = 64, device: str | torch.device | None = None,
                precision: str = "fp32", progress: bool = False, token_budget: int = 0) -> np.ndarray:
-        """Embeddings [N, D] as float32 numpy, in input order.
+        """Embeddings [N, D] as float32 numpy: exactly one row per text, in input order. An empty text
+        is encoded as the model encodes it ([CLS] [SEP] for BERT), as sentence-transformers does.
 
         Texts are tokenised once up front (Rust, parallel), duplicates are encoded once, and batches
-        are length-sorted so padding is minimal. ``token_budget`` > 0 sizes batches by tokens."""
+        are length-sorted so padding is minimal. ``token_budget`` > 0 sizes batches by tokens. Texts
+        longer than ``max_seq_length`` tokens are truncated and collected in ``truncated_texts``.
+        Raises SbertNliError when ``max_seq_length`` leaves no room for text."""
         from sbert_nli.data.batching import TokenStore, intern
         from sbert_nli.precision import autocast
 
@@ -97,6 +101,8 @@ class SentenceEncoder(nn.Module):
             texts = [t.lower() for t in texts]
         unique, (index,) = intern(texts)
         store = TokenStore.build(unique, self.tokenizer, self.max_seq_length)
+        if store.truncated_rows is not None:
+            self.truncated_texts.update(unique[i] for i in store.truncated_rows)
         order = np.argsort(-store.lengths, kind="stable")
         device = torch.device(device) if device is not None else next(self.parameters()).device
         was_training = self.training
@@ -172,9 +178,14 @@ class SentenceEncoder(nn.Module):
         if not getattr(tokenizer, "is_fast", False):
             raise SbertNliError(f"model '{name}' has no fast (Rust) tokenizer (tokenizer.json); sbert-nli needs one")
         limit = int(getattr(config, "max_position_embeddings", 0) or 0)
-        length = max_seq_length or st.get("max_seq_length") or 128
+        if max_seq_length is not None and max_seq_length < 1:
+            raise SbertNliError(f"max_seq_length must be >= 1 token, got {max_seq_length}")
+        length = max_seq_length if max_seq_length is not None else st.get("max_seq_length") or 128
         if limit and length > limit:
             raise SbertNliError(f"max_seq_length {length} is above the model's limit of {limit} positions; use --max-seq-length {limit}")
+        from sbert_nli.data.batching import TokenStore
+
+        TokenStore.build([""], tokenizer, length)  # raises at once when max_seq_length leaves no room for text
         return cls(transformer, tokenizer, pooling=pooling or st.get("pooling", "mean"), max_seq_length=length,
                    normalize=st.get("normalize", False), do_lower_case=st.get("do_lower_case", False))
 

@@ -41,12 +41,12 @@ def load_training_data(config: RunConfig):
     from sbert_nli.data.nli import load_nli, read_nli_file, split_holdout
 
     d, seed = config.data, config.train.seed
-    data = load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed)
+    data = load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed, quoting=d.quoting)
     if d.max_train_pairs and d.max_train_pairs < len(data):
         data = data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[: d.max_train_pairs]))
     data, heldout = split_holdout(data, d.holdout_fraction, seed)
     if d.eval_nli:
-        heldout = read_nli_file(d.eval_nli, d.columns)
+        heldout = read_nli_file(d.eval_nli, d.columns, d.quoting)
     return data, heldout
 
 
@@ -78,7 +78,7 @@ def cached_examples(config: RunConfig, encoder, log_progress: bool = True):
 
     d, t = config.data, config.train
     key = cache.cache_key(d.train + ([d.eval_nli] if d.eval_nli else []), {
-        "columns": d.columns, "holdout": d.holdout_fraction, "seed": t.seed, "max_pairs": d.max_train_pairs,
+        "columns": d.columns, "quoting": d.quoting, "holdout": d.holdout_fraction, "seed": t.seed, "max_pairs": d.max_train_pairs,
         "synthetic": d.synthetic_pairs, "loss": t.loss, "max_len": encoder.max_seq_length,
         "tokenizer": encoder.tokenizer.backend_tokenizer.to_str()})
     hit = cache.load(d.cache_dir, key)

@@ -100,8 +100,8 @@ def save_heatmaps(path: str | Path, panels: list[tuple[str, np.ndarray]], senten
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    def fmt(value) -> str:
-        return f"{value:.2f}" if isinstance(value, float) else str(value)
+    def fmt(value) -> str:  # None: an undefined metric (e.g. a correlation of constant scores)
+        return "n/a" if value is None else f"{value:.2f}" if isinstance(value, float) else str(value)
 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(row.get(c, "")) for c in columns) + " |" for row in rows]

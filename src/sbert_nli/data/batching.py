@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sbert_nli.errors import SbertNliError
+
 MEGABATCH_FACTOR = 50  # length grouping sorts windows of 50 batches, then shuffles the batches
 
 
@@ -42,6 +44,7 @@ class TokenStore:
     offsets: np.ndarray  # int64, N + 1
     pad_id: int
     truncated: int = 0  # texts cut to max_len
+    truncated_rows: np.ndarray | None = None  # which texts (int64 indices), when any
 
     @property
     def lengths(self) -> np.ndarray:
@@ -66,14 +69,19 @@ class TokenStore:
             flat, lengths = _encode_each(backend, texts, batch_size)
         prefix, suffix = _special_tokens(backend)
         room = max_len - len(prefix) - len(suffix)
-        truncated = int((lengths > room).sum())
+        if room < 1:  # only special tokens would remain: every text would get the same embedding
+            raise SbertNliError(f"max_seq_length {max_len} leaves no room for text: the tokenizer adds "
+                                f"{len(prefix) + len(suffix)} special token(s); use --max-seq-length "
+                                f"{len(prefix) + len(suffix) + 1} or more")
+        over = lengths > room
+        truncated = int(over.sum())
         if truncated:
             flat, lengths = _truncate(flat, lengths, room)
         flat, lengths = _add_specials(flat, lengths, prefix, suffix)
         offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        return cls(flat, offsets, int(pad_id), truncated)
+        return cls(flat, offsets, int(pad_id), truncated, np.flatnonzero(over) if truncated else None)
 
     def pad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(input_ids, attention_mask) as int64 arrays padded to the longest row (dynamic padding)."""
@@ -165,7 +173,7 @@ def _add_specials(flat: np.ndarray, lengths: np.ndarray, prefix: list[int], suff
     extra = len(prefix) + len(suffix)
     new_lengths = lengths + extra
     out = np.empty(int(new_lengths.sum()), dtype=np.int32)
-    starts = np.concatenate([[0], np.cumsum(new_lengths)[:-1]])
+    starts = np.cumsum(new_lengths) - new_lengths  # (an empty list of texts has no starts)
     content = np.ones(len(out), dtype=bool)
     for k, token in enumerate(prefix):
         out[starts + k] = token

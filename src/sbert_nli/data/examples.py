@@ -7,12 +7,30 @@ of the same premise when one exists (round-robin over them), else none.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from sbert_nli.data.batching import TokenStore, epoch_batches, intern, no_duplicate_batches
 from sbert_nli.data.nli import NLIData
+from sbert_nli.errors import SbertNliError
+
+log = logging.getLogger("sbert_nli")
+
+
+def check_mnr_negatives(batches: list[np.ndarray], negative: np.ndarray) -> None:
+    """MNR ranks each anchor's positive against the batch's other positives and the hard negatives:
+    a batch of one pair without a hard negative has no candidate but its positive, so its loss is
+    exactly 0 and it teaches nothing. Refuse when every batch is like that; warn when some are."""
+    alone = sum(1 for b in batches if len(b) == 1 and negative[b[0]] < 0)
+    if alone and alone == len(batches):
+        raise SbertNliError("MNR loss: every batch holds one (anchor, positive) pair and no hard negative, so the loss "
+                            "is exactly 0 and nothing is learnt; use a global batch of 2 or more pairs "
+                            "(--batch-size / --grad-accum)")
+    if alone:
+        log.warning("MNR loss: %d of %d batches hold one pair without a hard negative (loss 0 on those steps)",
+                    alone, len(batches))
 
 
 @dataclass
@@ -36,6 +54,8 @@ class Examples:
         lengths = self.example_lengths() if group_by_length else None
         if self.kind == "mnr":
             batches = no_duplicate_batches(list(self.roles.values()), batch_size, seed, epoch, lengths)
+            if epoch == 0:
+                check_mnr_negatives(batches, self.roles["negative"])
             return [b for b in batches if len(b) == batch_size] if drop_last else batches
         groups = self.roles["a"] if group_premises else None
         return epoch_batches(len(self), batch_size, seed, epoch, lengths=lengths, groups=groups, drop_last=drop_last)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sbert_nli.data.tables import read_table
+from sbert_nli.data.tables import is_missing_text, layout_roles, read_table
 from sbert_nli.errors import SbertNliError
 
 log = logging.getLogger("sbert_nli")
@@ -23,6 +23,18 @@ LABEL_IDS = {name: i for i, name in enumerate(LABELS)}
 NO_GOLD = object()  # marker returned by parse_label for rows to drop
 HUB_SOURCES = {"snli": ("stanfordnlp/snli", None), "mnli": ("nyu-mll/glue", "mnli")}
 DEFAULT_COLUMNS = {"premise": "premise", "hypothesis": "hypothesis", "label": "label"}
+# Well-known release layouts, recognised by their column names (first match wins; --columns wins over all).
+LAYOUTS = [
+    ("premise/hypothesis/label (Hugging Face snli, glue/mnli)", DEFAULT_COLUMNS),
+    ("SNLI 1.0 / MultiNLI 1.0 / GLUE MNLI (gold_label, sentence1, sentence2)",
+     {"premise": "sentence1", "hypothesis": "sentence2", "label": "gold_label"}),
+    ("sentence-transformers AllNLI.tsv / GLUE-style (sentence1, sentence2, label)",
+     {"premise": "sentence1", "hypothesis": "sentence2", "label": "label"}),
+    ("SICK (sentence_A, sentence_B, entailment_label)",
+     {"premise": "sentence_A", "hypothesis": "sentence_B", "label": "entailment_label"}),
+    ("SICK SemEval-2014 (sentence_A, sentence_B, entailment_judgment)",
+     {"premise": "sentence_A", "hypothesis": "sentence_B", "label": "entailment_judgment"}),
+]
 
 
 @dataclass
@@ -113,11 +125,11 @@ def pairs_from_columns(name: str, premise: list, hypothesis: list, labels: list,
             report.dropped_no_gold += 1
             continue
         kinds.setdefault(kind, line)
-        if not isinstance(p, str) or not isinstance(h, str):
-            raise SbertNliError(f"{name}:{line}: premise and hypothesis must be text, got {p!r} / {h!r}")
-        if not p.strip() or not h.strip():
+        if is_missing_text(p) or is_missing_text(h):  # null, NaN, empty or blank: one rule for every format
             report.dropped_empty += 1
             continue
+        if not isinstance(p, str) or not isinstance(h, str):
+            raise SbertNliError(f"{name}:{line}: premise and hypothesis must be text, got {p!r} / {h!r}")
         out_p.append(p)
         out_h.append(h)
         out_l.append(label)
@@ -137,15 +149,27 @@ def pairs_from_columns(name: str, premise: list, hypothesis: list, labels: list,
             f"{report.dropped_empty} with an empty sentence); nothing to train or evaluate on"
         )
     if report.dropped_empty:
-        log.warning("%s: dropped %d pair(s) with an empty or whitespace-only sentence", name, report.dropped_empty)
+        log.warning("%s: dropped %d pair(s) with a missing sentence (null, NaN, empty or whitespace-only)",
+                    name, report.dropped_empty)
     report.kept = len(out_l)
     return out_p, out_h, out_l, report
 
 
-def read_nli_file(path: str, columns: dict[str, str] | None = None) -> NLIData:
-    table = read_table(path)
-    roles = {**DEFAULT_COLUMNS, **(columns or {})}
-    cols = table.select(roles, "--columns")
+def nli_roles(table, columns: dict[str, str] | None) -> dict[str, str]:
+    """role -> column: a recognised layout (logged), overridden role by role by ``columns``."""
+    roles = layout_roles(table, LAYOUTS, columns)
+    splits = sorted({str(v) for v in table.columns.get("split", [])}) if "split" in table.columns else []
+    if len(splits) > 1:
+        log.warning("%s: the file holds several splits (%s, column 'split'); every row is read: filter the file to "
+                    "use one split", table.path, ", ".join(splits))
+    return roles
+
+
+def read_nli_file(path: str, columns: dict[str, str] | None = None, quoting: str = "auto") -> NLIData:
+    """NLI pairs from a local table (see :mod:`sbert_nli.data.tables` for formats and ``quoting``).
+    Columns come from a recognised layout (:data:`LAYOUTS`) unless ``columns`` maps them."""
+    table = read_table(path, quoting)
+    cols = table.select(nli_roles(table, columns), "--columns")
     p, h, l, report = pairs_from_columns(str(table.path), cols["premise"], cols["hypothesis"], cols["label"], table.lines)
     return NLIData(p, h, np.asarray(l, dtype=np.int64), [report])
 
@@ -184,7 +208,7 @@ def load_hub_nli(names: list[str], split: str = "train"):
 
 
 def load_nli(sources: list[str], columns: dict[str, str] | None = None, synthetic_pairs: int = 6000,
-             seed: int = 0) -> NLIData:
+             seed: int = 0, quoting: str = "auto") -> NLIData:
     """Load and concatenate NLI sources: hub names, ``builtin:synthetic`` or local files."""
     hub = [s for s in sources if s in HUB_SOURCES]
     premise: list[str] = []
@@ -207,7 +231,7 @@ def load_nli(sources: list[str], columns: dict[str, str] | None = None, syntheti
         elif source.startswith("builtin:"):
             raise SbertNliError(f"unknown built-in data '{source}': the only one is builtin:synthetic")
         else:
-            data = read_nli_file(source, columns)
+            data = read_nli_file(source, columns, quoting)
         premise += data.premise
         hypothesis += data.hypothesis
         labels.append(data.label)
@@ -223,4 +247,7 @@ def split_holdout(data: NLIData, fraction: float, seed: int) -> tuple[NLIData, N
     rng = np.random.default_rng(seed)
     held = set(np.asarray(premises, dtype=object)[rng.permutation(len(premises))[: max(1, int(len(premises) * fraction))]])
     mask = np.fromiter((p in held for p in data.premise), dtype=bool, count=len(data))
+    if mask.all():
+        raise SbertNliError(f"holdout fraction {fraction} of {len(premises)} distinct premise(s) leaves no training "
+                            "pairs; use more data or --holdout 0")
     return data.subset(np.flatnonzero(~mask)), data.subset(np.flatnonzero(mask))

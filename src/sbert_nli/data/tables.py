@@ -1,9 +1,15 @@
-"""Read local tabular files (.jsonl, .json, .csv, .tsv, .parquet) into columns of Python values.
+"""Read local tabular files (.jsonl, .json, .csv, .tsv, .txt, .parquet) into columns of Python values.
 
 Every reader returns a :class:`Table`: column name -> list of values, plus the 1-based line number
-of each row in the file (for error messages). A data file is only ever parsed, never evaluated.
+of each row in the file (for error messages). A data file is only ever parsed, never evaluated, and
+text comes back exactly as written (no stripping, no quote removal the file does not ask for).
 Every problem a user can cause (missing file, bad UTF-8, broken line, missing columns) raises
 :class:`SbertNliError` naming the file and, where there is one, the line.
+
+Delimited files (``.csv`` comma; ``.tsv`` and ``.txt`` tab, with a header line) come in two kinds:
+quoted (pandas / Python ``csv`` writers: ``"`` wraps a field, ``""`` escapes a quote) and unquoted
+(the SNLI 1.0 / MultiNLI 1.0 ``.txt`` releases, SICK.txt, sentence-transformers' AllNLI.tsv: a
+``"`` is just a character). ``quoting="auto"`` (:func:`read_delimited`) decides per file.
 """
 
 from __future__ import annotations
@@ -11,12 +17,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from sbert_nli.errors import SbertNliError
 
-TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+log = logging.getLogger("sbert_nli")
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".txt", ".parquet")
+QUOTING = ("auto", "csv", "none")
 
 
 @dataclass
@@ -39,6 +50,27 @@ class Table:
                 f"map them with {source_hint} {example}"
             )
         return {role: self.columns[column] for role, column in roles.items()}
+
+
+def is_missing_text(value) -> bool:
+    """The one missing-text rule of every reader: null/None, NaN, and empty or whitespace-only
+    strings are missing. (Readers of training/evaluation pairs drop and count such pairs; ``encode``
+    encodes them as the empty string.)"""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+def layout_roles(table: Table, layouts: list[tuple[str, dict[str, str]]], columns: dict[str, str] | None) -> dict[str, str]:
+    """role -> column for ``table``: the first of ``layouts`` (``(name, role -> column)``, the default
+    first) whose columns the table has, logged by name unless it is the default; ``columns``
+    (``--columns``) overrides it role by role."""
+    found = next(((name, roles) for name, roles in layouts if all(c in table.columns for c in roles.values())), None)
+    if found and found[1] is not layouts[0][1] and not (columns and set(columns) >= set(layouts[0][1])):
+        log.info("%s: recognised layout %s", table.path, found[0])
+    return {**(found[1] if found else layouts[0][1]), **(columns or {})}
 
 
 def check_file(path: str | Path, suffixes=TABLE_SUFFIXES) -> Path:
@@ -66,7 +98,20 @@ def decode_text(path: Path) -> str:
         raise SbertNliError(f"{path}:{line}: not valid UTF-8 ({exc.reason}); re-save the file as UTF-8") from None
 
 
-def read_table(path: str | Path) -> Table:
+def split_lines(text: str) -> list[str]:
+    """Lines split on ``\\n`` only (U+2028, U+0085, form feed are text), one trailing ``\\r`` removed
+    (CRLF files); a final newline ends the last line instead of starting an empty one."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
+
+
+def read_table(path: str | Path, quoting: str = "auto") -> Table:
+    """Read any supported table. ``quoting`` applies to .csv/.tsv/.txt: ``auto``, ``csv`` or ``none``
+    (see :func:`read_delimited`)."""
+    if quoting not in QUOTING:
+        raise SbertNliError(f"quoting must be one of {', '.join(QUOTING)}, got {quoting!r}")
     path = check_file(path)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
@@ -76,7 +121,7 @@ def read_table(path: str | Path) -> Table:
     elif suffix == ".json":
         table = _read_json(path)
     else:
-        table = _read_delimited(path, "\t" if suffix == ".tsv" else ",")
+        table = read_delimited(path, "," if suffix == ".csv" else "\t", quoting)
     if len(table) == 0:
         raise SbertNliError(f"data file {path} has no rows")
     return table
@@ -128,6 +173,8 @@ def _read_jsonl_arrow(text: str) -> dict[str, list] | None:
         return None
     if any(pa.types.is_nested(field.type) for field in table.schema):  # objects inside rows: keep the slow path
         return None
+    if any(pa.types.is_temporal(field.type) for field in table.schema):  # Arrow turns date-like text into dates
+        return None
     return table.to_pydict()
 
 
@@ -150,37 +197,198 @@ def _read_json(path: Path) -> Table:
     return _rows_to_table(path, data, list(range(1, len(data) + 1)))
 
 
-def _read_delimited(path: Path, delimiter: str) -> Table:
-    # csv handles pandas-style quoting ("" escapes a quote inside a quoted field); strict mode turns
-    # a broken quote into an error instead of a silently merged row.
-    text = decode_text(path)
+def read_sentences(path: str | Path, field: str = "text", quoting: str = "auto") -> list[str]:
+    """The sentences to encode, exactly one per input line (``.txt``: split on ``\n`` only, one
+    trailing ``\r`` dropped) or per table row (column ``field``), in input order. Nothing is dropped:
+    an empty line stays an empty sentence, a missing value (null, NaN) becomes ``""``.
+    Raises SbertNliError for a missing column, a non-text value (naming its line) or an empty file."""
+    source = check_file(path)
+    if source.suffix.lower() == ".txt":
+        sentences, lines = split_lines(decode_text(source)), None
+    else:
+        table = read_table(source, quoting)
+        if field not in table.columns:
+            raise SbertNliError(f"{source}: no '{field}' column (found {', '.join(table.columns)}); pass --field NAME")
+        sentences, lines = [], table.lines
+        for value, line in zip(table.columns[field], table.lines):
+            if not isinstance(value, str) and not is_missing_text(value):
+                raise SbertNliError(f"{source}:{line}: '{field}' is {type(value).__name__} {value!r}, not text")
+            sentences.append(value if isinstance(value, str) else "")
+    if not sentences:
+        raise SbertNliError(f"{source} has no sentences")
+    empty = [i for i, text in enumerate(sentences) if not text.strip()]
+    if empty:
+        where = "line" if lines is None else "row at line"
+        log.info("%s: %d empty or missing sentence(s) (first: %s %d) encoded as the empty sentence, one row each",
+                 source, len(empty), where, empty[0] + 1 if lines is None else lines[empty[0]])
+    return sentences
+
+
+# --------------------------------------------------------------------------- delimited files
+@dataclass
+class _Parse:
+    header: list[str]
+    rows: list[list[str]]
+    lines: list[int]
+    raw: list[str] | None = None  # the raw line of each row (unquoted parses only)
+
+
+class _ParseError(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(f"line {line}: {message}")
+        self.line = line
+
+
+def _shown(delimiter: str) -> str:
+    return "\\t" if delimiter == "\t" else delimiter
+
+
+def _keep(fields: list[str], width: int) -> bool:
+    """Blank lines separate nothing in a multi-column file; in a one-column file they are empty rows."""
+    return width == 1 or not (len(fields) <= 1 and not "".join(fields).strip())
+
+
+def _parse_unquoted(text: str, delimiter: str) -> _Parse:
+    """Split on ``\\n`` (one trailing ``\\r`` dropped), then on the delimiter: ``"`` is plain text."""
+    lines = split_lines(text)
+    if not lines:
+        raise _ParseError(1, "no header line")
+    header = lines[0].split(delimiter)
+    out = _Parse(header, [], [], [])
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split(delimiter)
+        if not _keep(fields, len(header)):
+            continue
+        if len(fields) != len(header):
+            raise _ParseError(number, f"{len(fields)} fields, but the header has {len(header)}")
+        out.rows.append(fields)
+        out.lines.append(number)
+        out.raw.append(line)
+    return out
+
+
+def _parse_quoted(text: str, delimiter: str) -> _Parse:
+    """Python's csv reader (pandas-style quoting: ``""`` escapes a quote inside a quoted field) in
+    strict mode, so a broken quote is an error instead of a silently merged row."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
-        raise SbertNliError(f"data file {path} is empty") from None
+        raise _ParseError(1, "no header line") from None
     except csv.Error as exc:
-        raise SbertNliError(f"{path}:1: broken header ({exc})") from None
-    header = [name.strip() for name in header]
-    # pandas writes its index as an unnamed first column.
-    columns: dict[str, list] = {name or f"column_{i}": [] for i, name in enumerate(header)}
-    names = list(columns)
-    lines: list[int] = []
+        raise _ParseError(1, f"broken header ({exc})") from None
+    out = _Parse(header, [], [])
     try:
         for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
+            if not _keep(fields, len(header)):
                 continue
-            if len(fields) != len(names):
-                raise SbertNliError(
-                    f"{path}:{reader.line_num}: {len(fields)} fields, but the header has {len(names)}; "
-                    "check the delimiter and quoting"
-                )
-            for name, value in zip(names, fields):
-                columns[name].append(value)
-            lines.append(reader.line_num)
+            fields = fields or [""]
+            if len(fields) != len(header):
+                raise _ParseError(reader.line_num, f"{len(fields)} fields, but the header has {len(header)}")
+            out.rows.append(fields)
+            out.lines.append(reader.line_num)
     except csv.Error as exc:
-        raise SbertNliError(f"{path}:{reader.line_num}: broken line ({exc}); check the quoting") from None
-    return Table(path, columns, lines)
+        raise _ParseError(reader.line_num, f"broken quoting ({exc})") from None
+    return out
+
+
+def _written_by_csv(fields: list[str], raw: str, delimiter: str) -> bool:
+    """True when a standard CSV writer (minimal or all-field quoting) writes ``fields`` as ``raw``."""
+    for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_ALL):
+        buffer = io.StringIO()
+        # The writer quotes the characters of its line terminator: give it "\r\n" so CR and LF both count.
+        csv.writer(buffer, delimiter=delimiter, lineterminator="\r\n", quoting=quoting).writerow(fields)
+        if buffer.getvalue()[:-2] == raw:
+            return True
+    return False
+
+
+def read_delimited(path: Path, delimiter: str, quoting: str = "auto") -> Table:
+    """A delimited file with a header line. ``quoting``: ``csv`` (quoted fields, ``""`` escapes),
+    ``none`` (every character is text), or ``auto``:
+
+    - no ``"`` in the file, or only one of the two parses fits the header on every line: that one;
+    - both fit and agree: either;
+    - both fit: a ``.txt`` file is unquoted (the SNLI/MultiNLI 1.0 and SICK releases are); otherwise
+      the rows where the two differ decide. If a standard CSV writer would write each such row
+      exactly as it stands (every quote a real quoting), the file is quoted; if none would (e.g. a
+      sentence that merely starts and ends with ``"``), it is unquoted; a mix is ambiguous: error.
+    Errors name the line, the cause and the delimiter (a tab shown as ``\\t``)."""
+    text = decode_text(path)
+    if quoting == "none" or (quoting == "auto" and '"' not in text):
+        parse = _try(_parse_unquoted, text, delimiter, path, "without quoting" if quoting == "none" else "")
+    elif quoting == "csv":
+        parse = _try(_parse_quoted, text, delimiter, path, "with csv quoting")
+    else:
+        parse = _auto(path, text, delimiter)
+    return _to_table(path, parse)
+
+
+def _try(parser, text: str, delimiter: str, path: Path, how: str) -> _Parse:
+    try:
+        return parser(text, delimiter)
+    except _ParseError as exc:
+        how = f" {how}" if how else ""
+        raise SbertNliError(f"{path}:{exc.line}: cannot read{how} (delimiter '{_shown(delimiter)}'): "
+                            f"{str(exc).split(': ', 1)[1]}; check the delimiter and quoting") from None
+
+
+def _auto(path: Path, text: str, delimiter: str) -> _Parse:
+    parses, errors = {}, {}
+    for name, parser in (("quoted", _parse_quoted), ("unquoted", _parse_unquoted)):
+        try:
+            parses[name] = parser(text, delimiter)
+        except _ParseError as exc:
+            errors[name] = str(exc)
+    if not parses:
+        raise SbertNliError(
+            f"{path}: cannot read with delimiter '{_shown(delimiter)}': with csv quoting {errors['quoted']}; "
+            f"without quoting {errors['unquoted']}; fix the file (or pass --quoting csv / --quoting none "
+            "to see one reading's error)")
+    if len(parses) == 1:
+        (name, parse), = parses.items()
+        other = "quoted" if name == "unquoted" else "unquoted"
+        log.info("%s: read %s (the %s reading fails at %s)", path, "as csv with quoting" if name == "quoted"
+                 else "without quoting (a \" is text)", other, errors[other])
+        return parse
+    quoted, unquoted = parses["quoted"], parses["unquoted"]
+    if path.suffix.lower() == ".txt":  # the .txt releases (SNLI/MultiNLI 1.0, SICK) are unquoted
+        if (quoted.header, quoted.rows) != (unquoted.header, unquoted.rows):
+            log.info("%s: read without quoting (a \" is text), as the .txt releases are written; pass --quoting "
+                     "csv for a quoted file", path)
+        return unquoted
+    if len(quoted.rows) != len(unquoted.rows):
+        raise SbertNliError(f"{path}: ambiguous quoting: the quoted and unquoted readings give {len(quoted.rows)} and "
+                            f"{len(unquoted.rows)} rows (delimiter '{_shown(delimiter)}'); pass --quoting csv or --quoting none")
+    rows = [(quoted.header, unquoted.header, 1)] + list(zip(quoted.rows, unquoted.rows, unquoted.lines))
+    standard, plain = [], []
+    raw = dict(zip(unquoted.lines, unquoted.raw))
+    raw[1] = split_lines(text)[0]
+    for q, u, line in rows:
+        if q != u:
+            (standard if _written_by_csv(q, raw[line], delimiter) else plain).append(line)
+    if not standard and not plain:
+        return unquoted
+    if standard and plain:
+        raise SbertNliError(
+            f"{path}: ambiguous quoting (delimiter '{_shown(delimiter)}'): line {standard[0]} reads as csv quoting "
+            f"(\"\" escapes), but line {plain[0]} has a field wrapped in \" that a csv writer would not quote; "
+            "pass --quoting csv (strip the quotes) or --quoting none (keep every \" as text)")
+    if plain:
+        log.info("%s: read without quoting (a \" is text; %d line(s) such as line %d keep their quotes); "
+                 "pass --quoting csv to strip them", path, len(plain), plain[0])
+        return unquoted
+    log.info("%s: read as csv with quoting (%d line(s) such as line %d use \"\" escapes); "
+             "pass --quoting none to keep every \" as text", path, len(standard), standard[0])
+    return quoted
+
+
+def _to_table(path: Path, parse: _Parse) -> Table:
+    header = [name.strip() for name in parse.header]
+    # pandas writes its index as an unnamed first column.
+    names = [name or f"column_{i}" for i, name in enumerate(header)]
+    columns = {name: [row[i] for row in parse.rows] for i, name in enumerate(names)}
+    return Table(path, columns, parse.lines)
 
 
 def _read_parquet(path: Path) -> Table:

@@ -499,15 +499,16 @@ class Evaluation:
         if t.keep_best:
             check_finite(run, state)  # on every rank (same weights, same verdict), before rank 0 saves
         if run.dist.main:
-            record["dev_spearman"] = evaluate_dev(run)
-            if t.keep_best and (state.best is None or record["dev_spearman"] > state.best):
-                state.best = record["dev_spearman"]
+            score = record["dev_spearman"] = evaluate_dev(run)  # None when undefined (constant similarities)
+            if t.keep_best and score is not None and (state.best is None or score > state.best):
+                state.best = score
                 save_model(run, state)
         barrier(run.dist)
 
 
-def evaluate_dev(run: Run) -> float:
-    """STS dev Spearman x 100 of cosine similarities (SentEval's STS protocol, see evaluate.py)."""
+def evaluate_dev(run: Run) -> float | None:
+    """STS dev Spearman x 100 of cosine similarities (SentEval's STS protocol, see evaluate.py);
+    None where the correlation is undefined (e.g. every similarity equal)."""
     from sbert_nli.evaluate import evaluate_sts
 
     score = evaluate_sts(run.encoder, run.sts_dev, device=run.device, precision=run.precision)["cosine_spearman"]

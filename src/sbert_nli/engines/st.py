@@ -130,6 +130,9 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
         encoder.save(start_folder)
         model = SentenceTransformer(str(start_folder), device=str(device))
         model.max_seq_length = encoder.max_seq_length
+        # The library fills its own model card's "widget examples" behind a progress bar that disable_tqdm
+        # does not reach; we write our own card, so skip that work (and keep --no-progress silent).
+        model.model_card_data.widget = [{"text": "unused: sbert-nli writes its own model card"}]
         if config.model.dropout is not None:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
