@@ -168,3 +168,25 @@ def test_an_undefined_dev_score_is_logged_as_null_and_never_kept_as_best(data, t
     assert [r["dev_spearman"] for r in records if "dev_spearman" in r] == [None, None]
     assert (out / "model.safetensors").is_file()
     assert json.loads((out / "results.json").read_text())["dev_spearman"] is None
+
+
+def test_a_defined_best_survives_a_later_undefined_dev_score(monkeypatch):
+    """80.0 then None: None must neither raise (None > float) nor replace the best model."""
+    from types import SimpleNamespace
+
+    from sbert_nli.config import RunConfig
+    from sbert_nli.engines import native
+
+    scores, saved = iter([80.0, None]), []
+    monkeypatch.setattr(native, "evaluate_dev", lambda run: next(scores))
+    monkeypatch.setattr(native, "check_finite", lambda run, state: None)
+    monkeypatch.setattr(native, "save_model", lambda run, state: saved.append(state.step))
+    monkeypatch.setattr(native, "barrier", lambda dist: None)
+    config = RunConfig()
+    config.train.eval_every, config.train.keep_best = 1, True
+    run = SimpleNamespace(config=config, sts_dev=object(), total_steps=5, dist=SimpleNamespace(main=True))
+    state = native.TrainState()
+    for step in (1, 2):
+        state.step, record = step, {}
+        native.Evaluation()(run, state, None, record)
+    assert state.best == 80.0 and saved == [1] and record["dev_spearman"] is None
