@@ -67,6 +67,8 @@ def export_onnx(model: str, output: str | None = None, quantize: str | None = No
         raise SbertNliError(f"--quantize {quantize} is not supported; use int8")
     from sbert_nli.model import SentenceEncoder, resolve_model_folder
 
+    if output is None and not Path(model).is_dir():
+        raise SbertNliError(f"'{model}' is not a local folder; pass --output DIR for the exported model")
     folder = resolve_model_folder(model)
     encoder = SentenceEncoder.load(str(folder)).eval()  # refuses unknown modules and pooling modes
     target = Path(output) if output else folder
