@@ -150,9 +150,14 @@ def test_cli_encode_onnx_same_rows_as_torch(minilm_export, tmp_path):
     assert (int8_rows * torch_rows).sum(axis=1).min() > 0.8  # int8: close, not equal (one-word rows lose most)
 
 
-def test_cli_export_writes_layout_and_manifest(tiny_folder, tmp_path, capsys):
+def test_cli_export_writes_layout_and_manifest(tiny_folder, tmp_path, capsys, caplog):
+    import logging
+
     out = tmp_path / "exported"
+    handlers, level = list(logging.getLogger().handlers), logging.getLogger().level
     assert main(["-q", "export", str(tiny_folder), "--format", "onnx", "--quantize", "int8", "--output", str(out)]) == 0
+    assert (logging.getLogger().handlers, logging.getLogger().level) == (handlers, level)  # logging left as found
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]  # the quantiser's root-logger hint
     assert "opset 17" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "onnx").iterdir()) == sorted([*FILES.values(), "export.json"])
     for name in ("modules.json", "tokenizer.json", "config.json", "1_Pooling/config.json"):

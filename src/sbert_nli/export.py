@@ -200,10 +200,23 @@ def _check_pipeline(encoder, path: Path) -> float:
 
 
 def _quantize(source: Path, target: Path) -> None:
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False, reduce_range=False,
-                     op_types_to_quantize=QUANTIZE_OPS)
+    # The quantiser logs a "consider pre-processing" hint on the root logger, which would also install
+    # a root handler (logging.basicConfig); its symbolic shape inference fails on these graphs anyway.
+    # A temporary quiet handler keeps the process's logging as we found it.
+    root, quiet = logging.getLogger(), logging.NullHandler()
+    level = root.level
+    root.addHandler(quiet)
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=False, reduce_range=False,
+                         op_types_to_quantize=QUANTIZE_OPS)
+    finally:
+        root.removeHandler(quiet)
+        root.setLevel(level)
 
 
 def _manifest(encoder, inputs: list[str], quantize: str | None, diff: float) -> dict:
