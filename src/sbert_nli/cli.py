@@ -106,6 +106,8 @@ def _common_model_args(p, pooling: bool = True) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-seq-length", type=int, default=None)
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--backend", default="torch", choices=["torch", "onnx", "onnx-int8"],
+                   help="torch, or the exported ONNX graph (fp32 or int8) on onnxruntime; see `sbert-nli export`")
 
 
 def _add_suite_args(p) -> None:
@@ -181,6 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_suite_args(p)
     _common_model_args(p)
     _quoting_arg(p)
+
+    p = sub.add_parser("export", help="export a model to ONNX (full-pipeline graph + sentence-transformers layout)")
+    p.add_argument("model")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--quantize", choices=["int8"], help="also write int8 graphs (onnxruntime dynamic quantisation)")
+    p.add_argument("--output", "-o", help="folder for the exported model (default: the model folder itself)")
     return parser
 
 
@@ -278,6 +286,12 @@ def _print_train_summary(output: str, results: dict) -> None:
 
 
 def _load_encoder(args, name: str | None = None):
+    if args.backend != "torch":
+        from sbert_nli.onnx_backend import OnnxEncoder
+
+        if getattr(args, "pooling", None) or args.max_seq_length:
+            raise SbertNliError("--pooling and --max-seq-length are fixed at export time; drop them with --backend onnx")
+        return OnnxEncoder.load(name or args.model, quantized=args.backend == "onnx-int8")
     from sbert_nli.model import SentenceEncoder
 
     return SentenceEncoder.load(name or args.model, getattr(args, "pooling", None), args.max_seq_length,
@@ -287,6 +301,11 @@ def _load_encoder(args, name: str | None = None):
 def _device_and_precision(args):
     from sbert_nli.precision import resolve_device, resolve_precision
 
+    if args.backend != "torch":  # onnxruntime on the CPU, in the precision of the exported graph
+        if args.device not in ("auto", "cpu") or args.precision not in ("auto", "fp32"):
+            raise SbertNliError("--backend onnx runs on the CPU in the graph's precision: drop --device/--precision "
+                                "(use --backend onnx-int8 for int8)")
+        return "cpu", "fp32"
     device = resolve_device(args.device)
     return device, resolve_precision(args.precision, device)
 
@@ -519,7 +538,17 @@ def _compare_suite(args, suite) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "encode": cmd_encode, "predict": cmd_predict, "evaluate": cmd_evaluate,
+def cmd_export(args) -> int:
+    from sbert_nli.export import export_onnx
+
+    manifest = export_onnx(args.model, args.output, args.quantize)
+    folder = Path(args.output or args.model)
+    print(f"wrote {', '.join(manifest['files'].values())} and export.json to {folder / 'onnx'} "
+          f"(opset {manifest['opset']}, max abs difference to PyTorch {manifest['max_abs_diff_vs_torch']:.1e})")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "export": cmd_export, "encode": cmd_encode, "predict": cmd_predict, "evaluate": cmd_evaluate,
             "similarity": cmd_similarity, "compare": cmd_compare}
 
 

@@ -94,7 +94,7 @@ class SentenceEncoder(nn.Module):
         are length-sorted so padding is minimal. ``token_budget`` > 0 sizes batches by tokens. Texts
         longer than ``max_seq_length`` tokens are truncated and collected in ``truncated_texts``.
         Raises SbertNliError when ``max_seq_length`` leaves no room for text."""
-        from sbert_nli.data.batching import TokenStore, intern
+        from sbert_nli.data.batching import TokenStore, encode_batches, intern
         from sbert_nli.precision import autocast
 
         if self.do_lower_case:
@@ -108,7 +108,7 @@ class SentenceEncoder(nn.Module):
         was_training = self.training
         self.eval()
         out = np.empty((len(unique), self.dim), dtype=np.float32)
-        batches = _encode_batches(order, store.lengths, batch_size, token_budget)
+        batches = encode_batches(order, store.lengths, batch_size, token_budget)
         bar = None
         if progress and len(unique) > 2 * batch_size:
             from tqdm.auto import tqdm
@@ -188,22 +188,6 @@ class SentenceEncoder(nn.Module):
         TokenStore.build([""], tokenizer, length)  # raises at once when max_seq_length leaves no room for text
         return cls(transformer, tokenizer, pooling=pooling or st.get("pooling", "mean"), max_seq_length=length,
                    normalize=st.get("normalize", False), do_lower_case=st.get("do_lower_case", False))
-
-
-def _encode_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, token_budget: int) -> list[np.ndarray]:
-    """Batches over the longest-first ``order``. A batch ends early where the length changes if it is
-    at least half full: most batches then hold one length only (no padding, no attention mask)."""
-    batches, start = [], 0
-    while start < len(order):
-        width = int(lengths[order[start]])
-        size = batch_size if token_budget <= 0 else max(1, token_budget // max(1, width))
-        stop = min(len(order), start + size)
-        same = start + int(np.searchsorted(-lengths[order[start:stop]], -width, side="right"))
-        if same - start >= max(1, size // 2):
-            stop = same
-        batches.append(order[start:stop])
-        start = stop
-    return batches
 
 
 def _write_json(path: Path, data) -> None:

@@ -94,6 +94,22 @@ class TokenStore:
         return input_ids, mask.astype(np.int64)
 
 
+def encode_batches(order: np.ndarray, lengths: np.ndarray, batch_size: int, token_budget: int) -> list[np.ndarray]:
+    """Batches over the longest-first ``order``. A batch ends early where the length changes if it is
+    at least half full: most batches then hold one length only (no padding, no attention mask)."""
+    batches, start = [], 0
+    while start < len(order):
+        width = int(lengths[order[start]])
+        size = batch_size if token_budget <= 0 else max(1, token_budget // max(1, width))
+        stop = min(len(order), start + size)
+        same = start + int(np.searchsorted(-lengths[order[start:stop]], -width, side="right"))
+        if same - start >= max(1, size // 2):
+            stop = same
+        batches.append(order[start:stop])
+        start = stop
+    return batches
+
+
 JOIN_GROUP = 20  # sentences per joined string: the per-string overhead dominates short sentences
 SEPARATORS = ("\u00b6", "\u00a7", "\u2021", "|")  # punctuation: BERT-style pre-tokenisers isolate it
 
