@@ -135,17 +135,23 @@ def test_sentence_transformers_onnx_backend_loads_our_folder(minilm, minilm_expo
         assert cosine.mean() > 0.95 and cosine.min() > 0.8
 
 
-def test_cli_encode_onnx_same_rows_as_torch(minilm_export, tmp_path):
-    lines = ["A man is playing a guitar.", "A man is playing a guitar.", "  Two dogs run in a field. ", "ok"]
+def test_cli_encode_onnx_same_rows_as_torch(minilm_export, tmp_path, capsys):
+    lines = ["A man is playing a guitar.", "A man is playing a guitar.", "  Two dogs run in a field. ", "ok",
+             " ".join(["word"] * 600)]  # longer than max_seq_length: reported once, by every backend
     source = tmp_path / "s.txt"
     source.write_text("\n".join(lines) + "\n")
     outputs = {}
     for backend in ("torch", "onnx", "onnx-int8"):
         outputs[backend] = tmp_path / f"{backend}.npy"
+        capsys.readouterr()
         assert main(["-q", "encode", str(minilm_export), "-i", str(source), "-o", str(outputs[backend]),
                      "--backend", backend]) == 0
+        err = capsys.readouterr().err
+        assert [line for line in err.splitlines() if "truncated" in line] == [
+            "warning: 1 distinct sentence(s) longer than max_seq_length 256 tokens were truncated "
+            "(--max-seq-length up to the model's limit keeps more)"], backend
     torch_rows, onnx_rows, int8_rows = (np.load(outputs[b]) for b in ("torch", "onnx", "onnx-int8"))
-    assert torch_rows.shape == onnx_rows.shape == int8_rows.shape and len(torch_rows) >= 3
+    assert torch_rows.shape == onnx_rows.shape == int8_rows.shape == (len(lines), 384)
     assert float(np.abs(onnx_rows - torch_rows).max()) <= 1e-4
     assert (int8_rows * torch_rows).sum(axis=1).min() > 0.8  # int8: close, not equal (one-word rows lose most)
 

@@ -30,6 +30,7 @@ class OnnxEncoder:
         self.pooling = manifest["pooling"]
         self.normalize = bool(manifest["normalize"])
         self.do_lower_case = bool(manifest.get("do_lower_case", False))
+        self.truncated_texts: set[str] = set()  # as SentenceEncoder: distinct texts cut to max_seq_length
 
     @classmethod
     def load(cls, model: str | Path, quantized: bool = False, threads: int = 0) -> OnnxEncoder:
@@ -75,7 +76,8 @@ class OnnxEncoder:
         the PyTorch signature: the CPU and the graph's own precision only).
 
         Same tokenisation (truncation to ``max_seq_length``, stripping), de-duplication and
-        longest-first batching as the PyTorch path, so rows match it to float rounding."""
+        longest-first batching as the PyTorch path, so rows match it to float rounding; texts cut to
+        ``max_seq_length`` are collected in ``truncated_texts`` for the command's one-line report."""
         from sbert_nli.data.batching import TokenStore, encode_batches, intern
 
         if device is not None:
@@ -87,6 +89,8 @@ class OnnxEncoder:
         unique, (index,) = intern(texts)
         handle = SimpleNamespace(backend_tokenizer=self.tokenizer, pad_token_id=self.manifest["pad_token_id"])
         store = TokenStore.build(unique, handle, self.max_seq_length)
+        if store.truncated_rows is not None:
+            self.truncated_texts.update(unique[i] for i in store.truncated_rows)
         order = np.argsort(-store.lengths, kind="stable")
         out = np.empty((len(unique), self.dim), dtype=np.float32)
         for rows in encode_batches(order, store.lengths, batch_size, token_budget):
