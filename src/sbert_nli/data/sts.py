@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sbert_nli.data.tables import check_file, decode_text, read_table
+from sbert_nli.data.tables import check_file, decode_text, read_table, table_from_memory
 from sbert_nli.errors import SbertNliError
 
 DEFAULT_COLUMNS = {"sentence1": "sentence1", "sentence2": "sentence2", "score": "score"}
@@ -94,10 +94,20 @@ def read_sts(source: str, columns: dict[str, str] | None = None) -> STSData:
         text = decode_text(path)
         if _is_stsbenchmark(text) and not columns:
             return read_stsbenchmark(path, text)
-    table = read_table(path)
-    cols = table.select({**DEFAULT_COLUMNS, **(columns or {})}, "--columns")
-    scores = [_score(v, path, line) for v, line in zip(cols["score"], table.lines)]
-    return _finish(str(path), cols["sentence1"], cols["sentence2"], scores)
+    return sts_from_table(read_table(path), columns)
+
+
+def sts_from_memory(data, columns: dict[str, str] | None = None) -> STSData:
+    """STS pairs from data held in Python (a ``datasets.Dataset`` such as the hub's stsb split, a
+    DataFrame, a dict of columns or a list of rows), checked as a file is."""
+    roles = {**DEFAULT_COLUMNS, **(columns or {})}
+    return sts_from_table(table_from_memory(data, list(roles.values())), columns, "columns")
+
+
+def sts_from_table(table, columns: dict[str, str] | None = None, hint: str = "--columns") -> STSData:
+    cols = table.select({**DEFAULT_COLUMNS, **(columns or {})}, hint)
+    scores = [_score(v, table.path, line) for v, line in zip(cols["score"], table.lines)]
+    return _finish(str(table.path), cols["sentence1"], cols["sentence2"], scores)
 
 
 def load_hub_stsb(split: str) -> STSData:
