@@ -69,6 +69,8 @@ TRAIN_OPTIONS = [
     ("--max-seq-length", "model.max_seq_length", "truncate sentences to N tokens", {"type": int}),
     ("--eval-every", "train.eval_every", "evaluate --eval-sts every N steps (0 = at the end)", {"type": int}),
     ("--save-every", "train.save_every", "write a resumable checkpoint every N steps", {"type": int}),
+    ("--report-to", "train.report_to", "experiment tracking: none, tensorboard (<output>/tensorboard/) or wandb",
+     {"choices": ["none", "tensorboard", "wandb"]}),
 ]
 
 
@@ -180,15 +182,10 @@ def cmd_train(args) -> int:
     config = resolve(args.preset, args.config, _overrides(args))
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args.nproc)
-    if config.train.engine == "sentence-transformers":
-        from sbert_nli.engines.st import train_st
+    from sbert_nli.api import run_training
 
-        results = train_st(config, args.output, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet))
-    else:
-        from sbert_nli.train import train
-
-        results = train(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
-                        progress=not (args.no_progress or args.quiet))
+    results = run_training(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
+                           progress=not (args.no_progress or args.quiet))
     if int(os.environ.get("RANK", "0")) == 0:
         _print_train_summary(args.output, results)
     return 0
@@ -222,20 +219,6 @@ def _print_train_summary(output: str, results: dict) -> None:
         print(f"STS dev Spearman x100 (cosine): {results['dev_spearman']:.2f}")
     if "heldout_accuracy" in results:
         print(f"held-out NLI accuracy: {results['heldout_accuracy']:.4f} ({results['heldout_nli']['pairs']} pairs)")
-
-
-def _load_encoder(args, name: str | None = None):
-    from sbert_nli.model import SentenceEncoder
-
-    return SentenceEncoder.load(name or args.model, getattr(args, "pooling", None), args.max_seq_length,
-                                args.trust_remote_code)
-
-
-def _device_and_precision(args):
-    from sbert_nli.precision import resolve_device, resolve_precision
-
-    device = resolve_device(args.device)
-    return device, resolve_precision(args.precision, device)
 
 
 def _read_sentences(path: str, field: str = "text") -> list[str]:
@@ -275,10 +258,7 @@ def cmd_encode(args) -> int:
     if not args.output.endswith(".npy"):
         raise SbertNliError(f"--output {args.output} must be a .npy file")
     sentences = _read_sentences(args.input, args.field)
-    device, precision = _device_and_precision(args)
-    encoder = _load_encoder(args).to(device)
-    emb = encoder.encode(sentences, batch_size=args.batch_size, device=device, precision=precision,
-                         progress=not args.quiet)
+    emb = _load_model(args).encode(sentences, progress=not args.quiet)
 
     def write(tmp):
         with open(tmp, "wb") as handle:
@@ -289,36 +269,32 @@ def cmd_encode(args) -> int:
     return 0
 
 
-def cmd_predict(args) -> int:
-    from sbert_nli.evaluate import predict_nli
-    from sbert_nli.losses import LABELS, SoftmaxLoss
+def _load_model(args, name: str | None = None):
+    from sbert_nli.api import load
 
-    head = SoftmaxLoss.load(Path(args.model) / "nli_head")
-    device, precision = _device_and_precision(args)
-    encoder = _load_encoder(args).to(device)
-    probs = predict_nli(encoder, head, [args.premise], [args.hypothesis], device=device, precision=precision)[0]
-    best = int(probs.argmax())
+    return load(name or args.model, args.device, args.precision, args.batch_size, getattr(args, "pooling", None),
+                args.max_seq_length, args.trust_remote_code)
+
+
+def cmd_predict(args) -> int:
+    from sbert_nli.losses import SoftmaxLoss
+
+    SoftmaxLoss.load(Path(args.model) / "nli_head")  # no head: its error before the model loads
+    prediction = _load_model(args).predict(args.premise, args.hypothesis)
     if args.json:
-        print(json.dumps({"label": LABELS[best], "probabilities": dict(zip(LABELS, map(float, probs)))}))
+        print(json.dumps(prediction))
     else:
-        print(f"{LABELS[best]} {probs[best]:.2f}  (" + ", ".join(f"{n} {p:.2f}" for n, p in zip(LABELS, probs)) + ")")
+        probs = prediction["probabilities"]
+        label = prediction["label"]
+        print(f"{label} {probs[label]:.2f}  (" + ", ".join(f"{n} {p:.2f}" for n, p in probs.items()) + ")")
     return 0
 
 
 def _evaluate_model(args, name: str, sts_sets, nli_sets) -> dict:
-    from sbert_nli.evaluate import evaluate_nli, evaluate_sts
-    from sbert_nli.losses import SoftmaxLoss
+    from sbert_nli.api import evaluate
 
-    device, precision = _device_and_precision(args)
-    encoder = _load_encoder(args, name).to(device)
-    result: dict = {"model": name, "sts": {}, "nli": {}}
-    for data in sts_sets:
-        result["sts"][data.name] = evaluate_sts(encoder, data, args.batch_size, device, precision, progress=not args.quiet)
-    if nli_sets:
-        head = SoftmaxLoss.load(Path(name) / "nli_head")
-        for data in nli_sets:
-            result["nli"][data.sources[0].name] = evaluate_nli(encoder, head, data, args.batch_size, device, precision)
-    return result, encoder
+    model = _load_model(args, name)
+    return evaluate(model, sts_sets, nli_sets, batch_size=args.batch_size, progress=not args.quiet), model
 
 
 def _read_eval_sets(args):
@@ -360,12 +336,10 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_similarity(args) -> int:
-    from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, save_heatmaps, top_pairs
+    from sbert_nli.report import EXAMPLE_SENTENCES, save_heatmaps, top_pairs
 
     sentences = _read_sentences(args.sentences) if args.sentences else EXAMPLE_SENTENCES
-    device, precision = _device_and_precision(args)
-    encoder = _load_encoder(args).to(device)
-    sim = cosine_matrix(encoder.encode(sentences, device=device, precision=precision))
+    sim = _load_model(args).similarity(sentences)
     for score, a, b in top_pairs(sim, sentences, args.top_k):
         print(f"{score:.3f}  {a}  <->  {b}")
     if args.plot:
@@ -375,15 +349,14 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from sbert_nli.report import EXAMPLE_SENTENCES, cosine_matrix, markdown_table, save_heatmaps
+    from sbert_nli.report import EXAMPLE_SENTENCES, markdown_table, save_heatmaps
 
     sts_sets, nli_sets = _read_eval_sets(args)
     sentences = _read_sentences(args.sentences) if args.sentences else EXAMPLE_SENTENCES
-    device, precision = _device_and_precision(args)
     rows, panels, results = [], [], []
     for name in args.models:
         nli_for_model = nli_sets if (Path(name) / "nli_head").is_dir() else []
-        result, encoder = _evaluate_model(args, name, sts_sets, nli_for_model)
+        result, model = _evaluate_model(args, name, sts_sets, nli_for_model)
         results.append(result)
         row = {"model": name}
         for data_name, metrics in result["sts"].items():
@@ -391,8 +364,8 @@ def cmd_compare(args) -> int:
         for data_name, metrics in result["nli"].items():
             row[f"{Path(data_name).name} acc"] = metrics["accuracy"] * 100
         rows.append(row)
-        panels.append((name, cosine_matrix(encoder.encode(sentences, device=device, precision=precision))))
-        del encoder
+        panels.append((name, model.similarity(sentences)))
+        del model
     columns = list(dict.fromkeys(k for row in rows for k in row))
     print(markdown_table(rows, columns))
     if args.json_out:
