@@ -184,6 +184,13 @@ def cmd_train(args) -> int:
         return _launch_torchrun(args.nproc)
     from sbert_nli.api import run_training
 
+    if config.train.engine == "native" and config.train.reuse_host_memory:
+        from sbert_nli.precision import resolve_device
+
+        if resolve_device(config.train.device).type == "cpu":
+            from sbert_nli.host_memory import keep_freed_memory  # process-wide, one-way: this process ends with the run
+
+            keep_freed_memory()
     results = run_training(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
                            progress=not (args.no_progress or args.quiet))
     if int(os.environ.get("RANK", "0")) == 0:
@@ -387,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SbertNliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2 bad input, 3 diverged, 130 interrupted (see errors.py)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

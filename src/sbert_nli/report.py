@@ -115,7 +115,8 @@ def training_curves_figure(records: list[dict]):
     dev = [r for r in records if "dev_spearman" in r]
     fig = Figure(figsize=(10 if dev else 5.5, 3.8), layout="tight")
     axes = fig.subplots(1, 2 if dev else 1, squeeze=False)
-    axes[0][0].plot([r["step"] for r in records], [r["loss"] for r in records])
+    logged = [r for r in records if "loss" in r]  # dev evaluations have records of their own
+    axes[0][0].plot([r["step"] for r in logged], [r["loss"] for r in logged])
     axes[0][0].set_xlabel("optimiser step")
     axes[0][0].set_ylabel("training loss")
     axes[0][0].set_title("loss")
