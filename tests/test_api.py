@@ -93,7 +93,8 @@ def test_predict_equals_the_cli(trained):
     assert single["label"] == expected["label"] == from_list["label"]
     assert single["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
     assert from_list["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-6)
-    assert batched[1] == model.predict(*pairs[1]) and sum(batched[1]["probabilities"].values()) == pytest.approx(1)
+    alone = model.predict(*pairs[1])  # batch composition changes float rounding only
+    assert batched[1]["label"] == alone["label"] and batched[1]["probabilities"] == pytest.approx(alone["probabilities"], abs=1e-6)
     with pytest.raises(SbertNliError, match="1 premise"):
         model.predict(["a"], ["b", "c"])
 

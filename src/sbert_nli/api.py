@@ -78,7 +78,7 @@ def run_training(config, output: str | Path, overwrite: bool = False, resume: bo
         if config.train.engine == "sentence-transformers":
             from sbert_nli.engines.st import train_st
 
-            return train_st(config, output, overwrite=overwrite, progress=progress, **data)
+            return train_st(config, output, overwrite=overwrite, progress=progress, resume=resume, **data)
         from sbert_nli.train import train as train_native
 
         return train_native(config, output, overwrite=overwrite, resume=resume, progress=progress, **data)
