@@ -192,11 +192,24 @@ def _process_state() -> dict:
 
 
 def test_two_train_calls_leave_the_process_as_found(tmp_path, nli_rows):
+    # First imports of these libraries set environment variables and logging handlers once (e.g.
+    # KMP_DUPLICATE_LIB_OK, transformers' stderr handler): import-time effects, not train()'s.
+    import datasets  # noqa: F401
+    import sentence_transformers  # noqa: F401
+    import transformers  # noqa: F401
+
     torch.manual_seed(1234)
     before = _process_state()
     first = sbert_nli.train(output=tmp_path / "a", train=nli_rows, **TINY)
     assert _process_state() == before
     second = sbert_nli.train(output=tmp_path / "a", train=nli_rows, overwrite=True, **TINY)
     assert _process_state() == before
-    assert first["steps"] == second["steps"] == 6
-    assert callable(sbert_nli.train)  # importing the engine module must not shadow the API function
+    st = sbert_nli.train(output=tmp_path / "st", train=nli_rows, engine="sentence-transformers", **TINY)
+    assert _process_state() == before
+    assert first["steps"] == second["steps"] == st["steps"] == 6
+    assert callable(sbert_nli.train) and callable(sbert_nli.evaluate)  # submodule imports must not shadow them
+
+
+def test_import_is_light():
+    code = "import sys, sbert_nli; sbert_nli.train; assert not [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules]"
+    subprocess.run([sys.executable, "-c", code], check=True)
