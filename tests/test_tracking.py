@@ -82,3 +82,35 @@ def test_no_tracker_writes_nothing_and_missing_wandb_is_one_line(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["error: --report-to wandb needs the wandb package: pip install wandb"]
     assert not (tmp_path / "w").exists()
+
+
+def test_wandb_gets_the_same_records(tmp_path, monkeypatch):
+    """The wandb client's calls, recorded by a stand-in module (no account or network in tests)."""
+    import importlib.machinery
+    import sys
+    import types
+
+    calls = []
+
+    class FakeRun:
+        def log(self, values, step):
+            calls.append(("log", step, values))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.ModuleType("wandb")
+    fake.__spec__ = importlib.machinery.ModuleSpec("wandb", None)
+    fake.init = lambda **kwargs: calls.append(("init", kwargs)) or FakeRun()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    out = tmp_path / "w"
+    results = sbert_nli.train(output=out, max_steps=5, **{**RUN, "report_to": "wandb", "holdout_fraction": 0.2})
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    init = calls[0][1]
+    assert init["dir"] == str(out) and init["config"]["train"]["report_to"] == "wandb" and init["name"] == "w"
+    logged = [c for c in calls if c[0] == "log"]
+    assert [(step, values) for _, step, values in logged[:-1]] == [
+        (r["step"], {"train/loss": r["loss"], "train/lr": r["lr"], "train/pairs_per_s": r["pairs_per_s"]})
+        for r in records]
+    assert logged[-1][1] == 5 and calls[-1] == ("finish",)
+    assert logged[-1][2] == {"final/heldout_accuracy": results["heldout_accuracy"]}

@@ -121,7 +121,9 @@ class WandbTracker(Tracker):
         self._open().log({tag: float(record[key]) for key, tag in SCALARS.items() if key in record}, step=record["step"])
 
     def log_final(self, results: dict, step: int) -> None:
-        self._open().log({f"final/{k}": float(results[k]) for k in FINAL if k in results}, step=step)
+        final = {f"final/{k}": float(results[k]) for k in FINAL if k in results}
+        if final:
+            self._open().log(final, step=step)
 
     def close(self) -> None:
         if self.run is not None:

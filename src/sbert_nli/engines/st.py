@@ -77,6 +77,7 @@ FEATURES = {
     "keep_best": "not applicable (no evaluation during training)",
     "eval_sts": "evaluated once after training",
     "DDP (--nproc)": "the library's own; files written by rank 0 only",
+    "report_to": "yes: our tracker as a Trainer callback (the native engine's tags)",
 }
 
 
