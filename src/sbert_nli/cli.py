@@ -71,6 +71,8 @@ TRAIN_OPTIONS = [
     ("--max-seq-length", "model.max_seq_length", "truncate sentences to N tokens", {"type": int}),
     ("--eval-every", "train.eval_every", "evaluate --eval-sts every N steps (0 = at the end)", {"type": int}),
     ("--save-every", "train.save_every", "write a resumable checkpoint every N steps", {"type": int}),
+    ("--report-to", "train.report_to", "experiment tracking: none, tensorboard (<output>/tensorboard/) or wandb",
+     {"choices": ["none", "tensorboard", "wandb"]}),
 ]
 
 
@@ -227,23 +229,17 @@ def cmd_train(args) -> int:
         plan_sources(config.eval_suite)
     if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return _launch_torchrun(args.nproc)
-    if config.train.engine == "sentence-transformers":
-        from sbert_nli.engines.st import train_st
+    from sbert_nli.api import run_training
 
-        results = train_st(config, args.output, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
-                           resume=args.resume or False)
-    else:
-        from sbert_nli.train import train
-
+    if config.train.engine == "native" and config.train.reuse_host_memory:
         from sbert_nli.precision import resolve_device
 
-        if config.train.reuse_host_memory and resolve_device(config.train.device).type == "cpu":
+        if resolve_device(config.train.device).type == "cpu":
             from sbert_nli.host_memory import keep_freed_memory  # process-wide, one-way: this process ends with the run
 
             keep_freed_memory()
-
-        results = train(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
-                        progress=not (args.no_progress or args.quiet))
+    results = run_training(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
+                           progress=not (args.no_progress or args.quiet))
     if int(os.environ.get("RANK", "0")) == 0:
         _print_train_summary(args.output, results)
     return 0

@@ -33,6 +33,7 @@ ENGINES = ("native", "sentence-transformers")
 HEAD_FEATURES = ("u", "v", "|u-v|", "u*v")
 HUB_DATA_NAMES = ("snli", "mnli", "stsb")
 SUITE_AGGREGATIONS = ("all", "mean", "wmean")  # sbert_nli.sts_suite explains each and its source
+REPORT_TO = ("none", "tensorboard", "wandb")
 
 
 @dataclass
@@ -105,6 +106,7 @@ class TrainConfig:
     log_every: int = 10
     save_every: int = 0  # steps between resumable checkpoints (0 = none)
     keep_checkpoints: int = 2
+    report_to: str = "none"  # experiment tracking: none, tensorboard (<output>/tensorboard/) or wandb
 
 
 @dataclass
@@ -319,6 +321,9 @@ def validate(config: RunConfig) -> RunConfig:
     check(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
     check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     check(t.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, got {t.loss!r}")
+    check(t.report_to in REPORT_TO, f"train.report_to must be one of {', '.join(REPORT_TO)}, got {t.report_to!r}")
+    check(t.report_to == "none" or _installed(t.report_to),
+          f"--report-to {t.report_to} needs the {t.report_to} package: pip install {t.report_to}")
     check(t.engine in ENGINES, f"train.engine must be one of {', '.join(ENGINES)}, got {t.engine!r}")
     check(t.device == "auto" or t.device.split(":")[0] in ("cpu", "cuda", "mps"),
           f"train.device must be auto, cpu, cuda[:N] or mps, got {t.device!r}")
@@ -340,6 +345,12 @@ def validate(config: RunConfig) -> RunConfig:
     unknown = set(d.columns) - known_roles
     check(not unknown, f"--columns: unknown role(s) {sorted(unknown)}; roles are premise, hypothesis, label")
     return config
+
+
+def _installed(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
 
 
 def resolve(preset: str | None, config_file: str | None, overrides: dict) -> RunConfig:

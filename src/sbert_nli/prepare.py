@@ -36,12 +36,14 @@ def build_encoder(config: RunConfig, data=None):
     return encoder
 
 
-def load_training_data(config: RunConfig):
-    """(train pairs, held-out pairs or None) exactly as both engines use them."""
+def load_training_data(config: RunConfig, pairs=None):
+    """(train pairs, held-out pairs or None) exactly as both engines use them. ``pairs`` (``NLIData``,
+    from memory via the Python API) replaces reading ``data.train``; the rest applies the same way."""
     from sbert_nli.data.nli import load_nli, read_nli_file, split_holdout
 
     d, seed = config.data, config.train.seed
-    data = load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed, quoting=d.quoting)
+    data = pairs if pairs is not None else load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed,
+                                                    quoting=d.quoting)
     if d.max_train_pairs and d.max_train_pairs < len(data):
         data = data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[: d.max_train_pairs]))
     data, heldout = split_holdout(data, d.holdout_fraction, seed)
@@ -50,14 +52,15 @@ def load_training_data(config: RunConfig):
     return data, heldout
 
 
-def prepare_data_and_model(config: RunConfig, log_progress: bool = True):
+def prepare_data_and_model(config: RunConfig, log_progress: bool = True, pairs=None):
     """(encoder, tokenised examples, train data, held-out data). With ``data.cache_dir`` a second
-    run on the same data, tokenizer and settings loads the examples instead of rebuilding them."""
+    run on the same data, tokenizer and settings loads the examples instead of rebuilding them
+    (files only: in-memory ``pairs`` have no content key, so they are always tokenised afresh)."""
     from sbert_nli.data.examples import mnr_examples, softmax_examples
     from sbert_nli.model import TINY_BERT
 
-    if not config.data.cache_dir or config.model.name == TINY_BERT:  # tiny-bert's vocab needs the texts
-        data, heldout = load_training_data(config)
+    if not config.data.cache_dir or config.model.name == TINY_BERT or pairs is not None:  # tiny-bert: vocab from texts
+        data, heldout = load_training_data(config, pairs)
         if log_progress:
             log.info("data: %s", data.report())
         encoder = build_encoder(config, data)

@@ -24,15 +24,6 @@ EXAMPLE_SENTENCES = [
 HEATMAP_DPI = 100
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def cosine_matrix(embeddings: np.ndarray) -> np.ndarray:
     e = embeddings.astype(np.float64)
     e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
@@ -80,23 +71,29 @@ def heatmap_size(n_panels: int) -> tuple[float, float]:
     return (4.8 * n_panels + 2.2, 5.0)
 
 
-def save_heatmaps(path: str | Path, panels: list[tuple[str, np.ndarray]], sentences: list[str]) -> tuple[int, int]:
-    """One figure, one heatmap per (title, matrix), on a shared colour scale. Returns pixel (w, h)."""
-    plt = _plt()
+def heatmap_figure(panels: list[tuple[str, np.ndarray]], sentences: list[str]):
+    """One ``matplotlib.figure.Figure``, one heatmap per (title, [N, N] cosine matrix), on a shared colour
+    scale. Built without pyplot, so it changes no backend and needs no ``close``; a notebook shows it inline."""
+    from matplotlib.figure import Figure
+
     vmin = min(float(m.min()) for _, m in panels)
     vmax = 1.0
-    fig, axes = plt.subplots(1, len(panels), figsize=heatmap_size(len(panels)), dpi=HEATMAP_DPI, squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=heatmap_size(len(panels)), dpi=HEATMAP_DPI, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     image = None
     for ax, (title, sim) in zip(axes[0], panels):
         image = _draw_heatmap(ax, sim, sentences, model_label(title), vmin, vmax)
         if ax is not axes[0][0]:
             ax.set_yticks(range(len(sentences)), [str(i) for i in range(len(sentences))])
     fig.colorbar(image, ax=list(axes[0]), shrink=0.8, label="cosine similarity (shared scale)")
+    return fig
+
+
+def save_heatmaps(path: str | Path, panels: list[tuple[str, np.ndarray]], sentences: list[str]) -> tuple[int, int]:
+    """:func:`heatmap_figure` written to ``path`` (PNG). Returns its size in pixels (width, height)."""
+    fig = heatmap_figure(panels, sentences)
     fig.savefig(path, dpi=HEATMAP_DPI)
-    width, height = fig.canvas.get_width_height()
-    plt.close(fig)
-    return width, height
+    return fig.canvas.get_width_height()
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
@@ -108,13 +105,16 @@ def markdown_table(rows: list[dict], columns: list[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_training_curves(metrics_file: Path, target: Path) -> bool:
-    records = [json.loads(line) for line in metrics_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+def training_curves_figure(records: list[dict]):
+    """Training loss (and STS dev Spearman x100 where evaluated) against the optimiser step, from
+    ``metrics.jsonl`` records; a ``matplotlib.figure.Figure`` (no pyplot state), or None without records."""
+    from matplotlib.figure import Figure
+
     if not records:
-        return False
-    plt = _plt()
+        return None
     dev = [r for r in records if "dev_spearman" in r]
-    fig, axes = plt.subplots(1, 2 if dev else 1, figsize=(10 if dev else 5.5, 3.8), squeeze=False)
+    fig = Figure(figsize=(10 if dev else 5.5, 3.8), layout="tight")
+    axes = fig.subplots(1, 2 if dev else 1, squeeze=False)
     logged = [r for r in records if "loss" in r]  # dev evaluations have records of their own
     axes[0][0].plot([r["step"] for r in logged], [r["loss"] for r in logged])
     axes[0][0].set_xlabel("optimiser step")
@@ -125,9 +125,20 @@ def plot_training_curves(metrics_file: Path, target: Path) -> bool:
         axes[0][1].set_xlabel("optimiser step")
         axes[0][1].set_ylabel("STS dev Spearman x100 (cosine)")
         axes[0][1].set_title("dev Spearman")
-    fig.tight_layout()
+    return fig
+
+
+def read_metrics(metrics_file: Path) -> list[dict]:
+    """The records of a run's ``metrics.jsonl`` (one dict per log step)."""
+    return [json.loads(line) for line in Path(metrics_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def plot_training_curves(metrics_file: Path, target: Path) -> bool:
+    """Write :func:`training_curves_figure` of ``metrics_file`` to ``target``; False when there is nothing to draw."""
+    fig = training_curves_figure(read_metrics(metrics_file))
+    if fig is None:
+        return False
     fig.savefig(target, dpi=100)
-    plt.close(fig)
     return True
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from sbert_nli.data.tables import is_missing_text, layout_roles, read_table
+from sbert_nli.data.tables import MEMORY_PREFIX, is_missing_text, layout_roles, read_table, table_from_memory
 from sbert_nli.errors import SbertNliError
 
 log = logging.getLogger("sbert_nli")
@@ -168,8 +168,19 @@ def nli_roles(table, columns: dict[str, str] | None) -> dict[str, str]:
 def read_nli_file(path: str, columns: dict[str, str] | None = None, quoting: str = "auto") -> NLIData:
     """NLI pairs from a local table (see :mod:`sbert_nli.data.tables` for formats and ``quoting``).
     Columns come from a recognised layout (:data:`LAYOUTS`) unless ``columns`` maps them."""
-    table = read_table(path, quoting)
-    cols = table.select(nli_roles(table, columns), "--columns")
+    return nli_from_table(read_table(path, quoting), columns)
+
+
+def nli_from_memory(data, columns: dict[str, str] | None = None) -> NLIData:
+    """NLI pairs from data held in Python (see ``tables.table_from_memory`` for the accepted types), with
+    the same checks, drops and counts as a file: e.g. the seed's merged SNLI+MNLI ``datasets.Dataset``
+    (label -1 rows dropped and counted)."""
+    roles = {**DEFAULT_COLUMNS, **(columns or {})}
+    return nli_from_table(table_from_memory(data, list(roles.values())), columns, "columns")
+
+
+def nli_from_table(table, columns: dict[str, str] | None = None, hint: str = "--columns") -> NLIData:
+    cols = table.select(nli_roles(table, columns), hint)
     p, h, l, report = pairs_from_columns(str(table.path), cols["premise"], cols["hypothesis"], cols["label"], table.lines)
     return NLIData(p, h, np.asarray(l, dtype=np.int64), [report])
 
@@ -228,6 +239,9 @@ def load_nli(sources: list[str], columns: dict[str, str] | None = None, syntheti
             from sbert_nli.data.synthetic import synthetic_nli
 
             data = synthetic_nli(synthetic_pairs, seed=seed)
+        elif source.startswith(MEMORY_PREFIX):
+            raise SbertNliError(f"data.train '{source}' was handed over from Python; pass the data again with "
+                                "sbert_nli.train(train=...) or give files with --train FILE [FILE ...]")
         elif source.startswith("builtin:"):
             raise SbertNliError(f"unknown built-in data '{source}': the only one is builtin:synthetic")
         else:

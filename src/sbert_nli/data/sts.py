@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sbert_nli.data.tables import check_file, decode_text, is_missing_text, layout_roles, read_table, split_lines
+from sbert_nli.data.tables import (check_file, decode_text, is_missing_text, layout_roles, read_table, split_lines,
+                                   table_from_memory)
 from sbert_nli.errors import SbertNliError
 
 log = logging.getLogger("sbert_nli")
@@ -107,10 +108,20 @@ def read_sts(source: str, columns: dict[str, str] | None = None, quoting: str = 
         if _is_stsbenchmark(text) and not columns:
             log.info("%s: recognised layout STS benchmark release (tab-separated, no header, no quoting)", path)
             return read_stsbenchmark(path, text)
-    table = read_table(path, quoting)
-    cols = table.select(layout_roles(table, LAYOUTS, columns), "--columns")
-    scores = [_score(v, path, line) for v, line in zip(cols["score"], table.lines)]
-    return _finish(str(path), cols["sentence1"], cols["sentence2"], scores)
+    return sts_from_table(read_table(path, quoting), columns)
+
+
+def sts_from_memory(data, columns: dict[str, str] | None = None) -> STSData:
+    """STS pairs from data held in Python (a ``datasets.Dataset`` such as the hub's stsb split, a
+    DataFrame, a dict of columns or a list of rows), checked as a file is."""
+    roles = {**DEFAULT_COLUMNS, **(columns or {})}
+    return sts_from_table(table_from_memory(data, list(roles.values())), columns, "columns")
+
+
+def sts_from_table(table, columns: dict[str, str] | None = None, hint: str = "--columns") -> STSData:
+    cols = table.select(layout_roles(table, LAYOUTS, columns), hint)
+    scores = [_score(v, table.path, line) for v, line in zip(cols["score"], table.lines)]
+    return _finish(str(table.path), cols["sentence1"], cols["sentence2"], scores)
 
 
 def load_hub_stsb(split: str) -> STSData:

@@ -400,3 +400,69 @@ def _read_parquet(path: Path) -> Table:
         raise SbertNliError(f"{path}: not a readable parquet file ({type(exc).__name__}: {exc})") from None
     length = len(next(iter(data.values()))) if data else 0
     return Table(path, {str(k): v for k, v in data.items()}, list(range(1, length + 1)))
+
+
+MEMORY_PREFIX = "in-memory:"  # data.train entry that stands for data handed over from Python
+
+
+def table_from_memory(data, roles: list[str]) -> Table:
+    """A :class:`Table` of the columns ``roles`` from data held in Python, so in-memory data goes through
+    the same validation as files. Accepted: a ``datasets.Dataset``, a pandas DataFrame, a dict of
+    columns, a list of dicts, a list of tuples/lists in ``roles`` order, or a list of
+    sentence-transformers ``InputExample`` (``texts`` + ``label``). Row ``i`` is reported as line ``i+1``.
+    Raises :class:`SbertNliError` for anything else, naming what was expected."""
+    kind = _memory_kind(data)
+    name = Path(f"{MEMORY_PREFIX}{kind}")
+    if kind == "datasets.DatasetDict":
+        raise SbertNliError(f"got a datasets.DatasetDict with splits {list(data)}; pass one split, e.g. ds['train']")
+    if kind == "datasets.Dataset":  # only the needed columns; list(): datasets 5 columns are lazy
+        columns = {c: _dataset_column(data, c) for c in data.column_names if c in roles}
+        columns.update({c: [] for c in data.column_names if c not in roles})
+    elif kind == "pandas.DataFrame":
+        columns = {str(c): data[c].tolist() if c in roles else [] for c in data.columns}
+    elif isinstance(data, dict):
+        if not all(isinstance(v, (list, tuple)) or hasattr(v, "tolist") for v in data.values()):
+            raise SbertNliError("a dict of training data must map column names to lists of values")
+        columns = {str(k): list(v.tolist() if hasattr(v, "tolist") else v) for k, v in data.items()}
+        lengths = {len(v) for v in columns.values()}
+        if len(lengths) > 1:
+            raise SbertNliError(f"{name}: columns have different lengths {sorted(lengths)}")
+    elif isinstance(data, (list, tuple)):
+        columns = _columns_from_rows(name, list(data), roles)
+    else:
+        raise SbertNliError(f"cannot read training data of type {type(data).__name__}: pass file paths, a "
+                            "datasets.Dataset, a pandas DataFrame, a dict of columns or a list of rows")
+    length = max((len(v) for c, v in columns.items() if c in roles), default=0)
+    if length == 0:
+        raise SbertNliError(f"{name} has no rows")
+    return Table(name, columns, list(range(1, length + 1)))
+
+
+def _dataset_column(data, column: str) -> list:
+    """A Dataset column as Python values; ClassLabel integers become their names, because a ClassLabel
+    may order its names differently from 0 entailment, 1 neutral, 2 contradiction (class_encode_column
+    sorts them alphabetically). -1 (no gold label) stays -1."""
+    values = list(data[column])
+    feature = data.features[column]
+    if type(feature).__name__ == "ClassLabel":
+        values = [feature.int2str(v) if isinstance(v, int) and v >= 0 else v for v in values]
+    return values
+
+
+def _memory_kind(data) -> str:
+    module = type(data).__module__.split(".")[0]
+    if module in ("datasets", "pandas"):
+        return f"{module}.{type(data).__name__}"
+    return type(data).__name__
+
+
+def _columns_from_rows(name: Path, rows: list, roles: list[str]) -> dict[str, list]:
+    if rows and all(isinstance(r, dict) for r in rows):
+        return _rows_to_table(name, rows, []).columns
+    if rows and all(hasattr(r, "texts") and hasattr(r, "label") for r in rows):  # InputExample, as in the seed
+        rows = [(*r.texts, r.label) for r in rows]
+    widths = {len(r) for r in rows if isinstance(r, (list, tuple))}
+    if len(widths) != 1 or len(rows) != sum(isinstance(r, (list, tuple)) for r in rows) or widths != {len(roles)}:
+        raise SbertNliError(f"{name}: a list of training rows must hold dicts, InputExamples or "
+                            f"{len(roles)}-tuples ({', '.join(roles)})")
+    return {role: [r[i] for r in rows] for i, role in enumerate(roles)}

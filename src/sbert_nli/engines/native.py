@@ -182,17 +182,18 @@ def optimiser_step(run: Run, index: np.ndarray) -> StepResult:
 
 # --------------------------------------------------------------------------- entry point
 def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume: str | bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, pairs=None) -> dict:
     """Train, evaluate and save into ``output``; returns the final metrics (see :func:`finish`).
 
     Raises SbertNliError (bad input, exit 2), DivergedError (non-finite loss or weights, exit 3),
     Interrupted (Ctrl-C/SIGTERM after a checkpoint, exit 130). A run that fails before writing
     anything leaves no output folder behind. Leaves the process as it found it: signal handlers,
-    torch's thread count, default dtype and grad mode (and glibc's allocator: see speed_switches)."""
+    torch's thread count, default dtype and grad mode (and glibc's allocator: see speed_switches).
+    ``pairs`` (``NLIData``) replaces reading ``config.data.train`` (in-memory data from the Python API)."""
     created = not Path(output).exists() and os.environ.get("RANK", "0") == "0"
     try:
         with _process_state_restored():
-            return _train(config, output, overwrite, resume, progress)
+            return _train(config, output, overwrite, resume, progress, pairs)
     except BaseException:
         folder = Path(output)
         if created and folder.is_dir() and not any(p for p in folder.iterdir() if not p.name.startswith(".tmp-")):
@@ -200,16 +201,19 @@ def train(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         raise
 
 
-def _train(config: RunConfig, output, overwrite: bool, resume, progress: bool) -> dict:
-    run = setup(config, output, overwrite, resume)
+def _train(config: RunConfig, output, overwrite: bool, resume, progress: bool, pairs=None) -> dict:
+    run = setup(config, output, overwrite, resume, pairs)
     state = restore(run, resume) if resume else TrainState(world_size=run.dist.world, global_batch=run.global_batch)
     if resume and run.dist.main:
         _truncate_metrics(run.out / "metrics.jsonl", state.step)
     started, start_pairs = time.perf_counter(), state.pairs
     metrics = MetricsLog(run, state, progress, append=bool(resume))
-    with Interrupt(run.dist) as interrupt, speed_switches(run), contextlib.closing(metrics):
-        loop(run, state, [Evaluation(), metrics, Checkpoints(), interrupt])
-    return finish(run, state, time.perf_counter() - started, state.pairs - start_pairs)
+    with contextlib.closing(metrics):
+        with Interrupt(run.dist) as interrupt, speed_switches(run):
+            loop(run, state, [Evaluation(), metrics, Checkpoints(), interrupt])
+        results = finish(run, state, time.perf_counter() - started, state.pairs - start_pairs)
+        metrics.tracker.log_final(results, state.step)
+    return results
 
 
 @contextlib.contextmanager
@@ -234,7 +238,8 @@ def speed_switches(run: Run):
 
 
 # --------------------------------------------------------------------------- setup
-def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume: str | bool = False) -> Run:
+def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume: str | bool = False,
+          pairs=None) -> Run:
     """Device, output folder, data, model, loss, DDP wrapping, optimiser and schedule."""
     from sbert_nli.data.sts import read_sts
     from sbert_nli.precision import resolve_device, resolve_precision
@@ -250,7 +255,7 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
     barrier(dist_info)
     torch.manual_seed(t.seed)
     sts_dev = read_sts(config.data.eval_sts) if config.data.eval_sts else None
-    encoder, examples, data, heldout = prepare_data_and_model(config, log_progress=dist_info.main)
+    encoder, examples, data, heldout = prepare_data_and_model(config, log_progress=dist_info.main, pairs=pairs)
     encoder.to(device)
     loss_fn, model = _build_objective(config, encoder, device, dist_info)
     if dist_info.main:
@@ -518,9 +523,14 @@ def evaluate_dev(run: Run) -> float | None:
 
 class MetricsLog:
     """Every ``log_every`` steps and at the last: mean loss (one host sync per interval), lr and speed;
-    the finite check of the losses; one ``metrics.jsonl`` line per step that has a record (rank 0)."""
+    the finite check of the losses; one ``metrics.jsonl`` line per step that has a record (rank 0),
+    handed to the experiment tracker too (``train.report_to``, see tracking.py)."""
 
     def __init__(self, run: Run, state: TrainState, progress: bool, append: bool):
+        from sbert_nli.tracking import open_tracker
+
+        self.tracker = open_tracker(run.config.train.report_to, run.out, run.config.to_dict(), run.dist.main)
+        self.tracker.start_step = state.step  # > 0 when resumed: the tracker hides the killed run's later steps
         self.pending: list[torch.Tensor] = []
         self.pairs, self.since = 0, time.perf_counter()
         self.mode = "a" if append else "w"  # a new run starts a fresh log at its first record
@@ -538,9 +548,11 @@ class MetricsLog:
         if _due(state.step, run.config.train.log_every, state.step == run.total_steps):
             self._log(run, state, record)
         if record and run.dist.main:
+            line = {"step": state.step, "epoch": state.epoch, **record}
             with (run.out / "metrics.jsonl").open(self.mode, encoding="utf-8") as handle:
-                handle.write(json.dumps({"step": state.step, "epoch": state.epoch, **record}) + "\n")
+                handle.write(json.dumps(line) + "\n")
             self.mode = "a"
+            self.tracker.log(line)
 
     def _log(self, run: Run, state: TrainState, record: dict) -> None:
         losses = torch.stack(self.pending).float()
@@ -561,6 +573,7 @@ class MetricsLog:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.tracker.close()
 
 
 class Checkpoints:

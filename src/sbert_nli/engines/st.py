@@ -77,6 +77,7 @@ FEATURES = {
     "keep_best": "not applicable (no evaluation during training)",
     "eval_sts": "evaluated once after training",
     "DDP (--nproc)": "the library's own; files written by rank 0 only",
+    "report_to": "yes: our tracker as a Trainer callback (the native engine's tags)",
 }
 
 
@@ -91,10 +92,28 @@ def refuse_unsupported(config: RunConfig, resume) -> None:
 
 
 def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, progress: bool = True,
-             batch_order: str = "library", resume: str | bool = False) -> dict:
+             batch_order: str = "library", resume: str | bool = False, pairs=None) -> dict:
     """Train with sentence-transformers. ``batch_order="native"`` feeds it our sampler's batches
     (no premise/length grouping) so per-step losses can be compared with the native trainer.
+    ``pairs`` (``NLIData``) replaces reading ``config.data.train`` (in-memory data from the Python API).
     Raises SbertNliError for options this engine does not support (see FEATURES)."""
+    from sbert_nli.tracking import open_tracker
+
+    refuse_unsupported(config, resume)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes files
+    # The library warns that 'hypothesis' is not its first column: meaningless for SoftmaxLoss pairs.
+    quiet = logging.getLogger("sentence_transformers.base.data_collator")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with open_tracker(config.train.report_to, output, config.to_dict(), main_rank) as tracker:
+            return _train_st(config, output, overwrite, progress, batch_order, pairs, tracker, main_rank)
+    finally:
+        quiet.setLevel(level)  # a library leaves the process's logging as it found it
+
+
+def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_order: str, pairs, tracker,
+              main_rank: bool) -> dict:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
@@ -104,10 +123,6 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     from sbert_nli.prepare import build_encoder, load_training_data
 
     t = config.train
-    refuse_unsupported(config, resume)
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes files
-    # The library warns that 'hypothesis' is not its first column: meaningless for SoftmaxLoss pairs.
-    logging.getLogger("sentence_transformers.base.data_collator").setLevel(logging.ERROR)
     features = tuple(t.head_features)
     if t.loss == "softmax" and (features != tuple(f for f in CANONICAL if f in features) or ("u" in features) != ("v" in features)):
         raise SbertNliError(f"the sentence-transformers engine concatenates (u, v, |u-v|, u*v) in that order with u and v "
@@ -117,7 +132,7 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
     out = ckpt.prepare_output(output, overwrite, resume=False) if main_rank else Path(output)
     torch.manual_seed(t.seed)
 
-    data, heldout = load_training_data(config)
+    data, heldout = load_training_data(config, pairs)
     sts_dev = None
     if config.data.eval_sts:
         from sbert_nli.data.sts import read_sts
@@ -147,6 +162,10 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
                 lambda epoch: epoch_batches(n, t.batch_size, t.seed, epoch))
         args = _training_args(t, Path(tmp) / "trainer", precision, device, progress, sampler)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        from sbert_nli.tracking import trainer_callback
+
+        # Our tracker as a Trainer callback (not report_to="tensorboard"): the same tags and names as the native engine.
+        trainer.add_callback(trainer_callback(tracker, t.batch_size * t.grad_accum * int(os.environ.get("WORLD_SIZE", "1"))))
         if not progress:
             from transformers import PrinterCallback
 
@@ -171,6 +190,7 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
                      "gradient_clipping": "encoder only (the library's HF Trainer; train.clip_head is native-only)"}
     if main_rank:
         _finish(config, out, data, heldout, sts_dev, trained, head, history, results, device)
+        tracker.log_final(results, steps)
     return results
 
 
