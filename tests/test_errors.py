@@ -120,3 +120,20 @@ def test_overwrite_keeps_unrelated_files(tmp_path, capsys):
     assert main(["-q", "train", "--preset", "smoke", "--set", "data.synthetic_pairs=300", "--epochs", "1",
                  "--output", str(out), "--overwrite", "--no-progress"]) == 0
     assert (out / "notes.txt").read_text() == "mine" and (out / "model.safetensors").is_file()
+
+
+def test_the_cli_log_handler_follows_a_replaced_stderr(capsys):
+    """After `main()` ran with one stderr, later logging (e.g. the Python API in the same process)
+    must write to the current stderr, not the first one (it raised 'I/O operation on closed file')."""
+    import io
+    import logging
+    import sys
+
+    assert main(["predict", "no-such-model", "a", "b"]) == 2
+    capsys.readouterr()
+    replaced, sys.stderr = sys.stderr, io.StringIO()
+    try:
+        logging.getLogger("sbert_nli").warning("after the replacement")
+        assert sys.stderr.getvalue() == "warning: after the replacement\n"
+    finally:
+        sys.stderr = replaced

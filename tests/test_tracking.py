@@ -78,6 +78,7 @@ def test_no_tracker_writes_nothing_and_missing_wandb_is_one_line(tmp_path, capsy
     assert not (out / "tensorboard").exists()
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here")
+    capsys.readouterr()  # only the command's own stderr below (the API run may log, as an earlier CLI call set up)
     code = main(["train", "--preset", "smoke", "--output", str(tmp_path / "w"), "--report-to", "wandb"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err == ["error: --report-to wandb needs the wandb package: pip install wandb"]

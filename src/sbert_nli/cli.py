@@ -29,8 +29,21 @@ class _Formatter(logging.Formatter):
         return prefix + record.getMessage()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time, not the stream of when the CLI ran: the
+    Python API (notebooks, tests) may log through this logger after sys.stderr was replaced."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def _setup_logging(verbose: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_Formatter())
     log.handlers[:] = [handler]
     log.setLevel(logging.INFO if verbose else logging.WARNING)
