@@ -114,10 +114,11 @@ def test_low_precision_embeddings_are_scored_in_fp32():
     ("cosent", "pair-class", False),
 ])
 def test_loss_shape_check(loss, shape, ok):
+    from sbert_nli.data.shapes import check_loss_shape
     from sbert_nli.errors import SbertNliError
 
     if ok:
-        ours.check_loss_shape(loss, shape)
+        check_loss_shape(loss, shape)
         return
     with pytest.raises(SbertNliError, match=f"--loss {loss} trains on .* but the training data is {shape}; use --loss"):
-        ours.check_loss_shape(loss, shape)
+        check_loss_shape(loss, shape)

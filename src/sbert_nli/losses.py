@@ -4,7 +4,7 @@ Every loss takes the embeddings of a batch's distinct sentences plus, per role, 
 example's sentence, so a sentence shared by several examples is encoded once (see
 ``data.batching.collate``). Each equals the sentence-transformers loss of the same name on the same
 embeddings (values and gradients, tests/test_loss_parity.py). Which loss takes which data shape:
-:data:`LOSS_SHAPES` (checked before any work by :func:`check_loss_shape`).
+``data.shapes.LOSS_SHAPES`` (checked before any work by ``data.shapes.check_loss_shape``).
 """
 
 from __future__ import annotations
@@ -19,26 +19,6 @@ from torch.nn import functional as F
 from sbert_nli.errors import SbertNliError
 
 LABELS = ("entailment", "neutral", "contradiction")
-
-# Data shapes (see data.shapes) each loss can train on. "pair-class" is NLI (premise, hypothesis,
-# label): MNR builds (premise, entailed hypothesis, contradiction) triplets from it.
-LOSS_SHAPES = {
-    "softmax": ("pair-class",),
-    "mnr": ("pair", "triplet", "pair-class"),
-    "cosine": ("pair-score",),
-    "cosent": ("pair-score",),
-}
-
-
-def check_loss_shape(loss: str, shape: str, source: str = "the training data") -> None:
-    """Raise :class:`SbertNliError` (one line) when ``loss`` cannot train on data of ``shape``."""
-    accepted = LOSS_SHAPES[loss]
-    if shape not in accepted:
-        takes = sorted(name for name, shapes in LOSS_SHAPES.items() if shape in shapes)
-        raise SbertNliError(
-            f"--loss {loss} trains on {' / '.join(accepted)} data, but {source} is {shape}; "
-            f"use --loss {' or --loss '.join(takes)} for {shape} data, or other data")
-
 
 def _fp32(x: torch.Tensor) -> torch.Tensor:
     """Similarity maths in at least fp32 (autocast hands us bf16/fp16 embeddings); fp64 stays fp64."""
@@ -233,7 +213,7 @@ class CoSENTLoss(nn.Module):
 
 def build_loss(name: str, dim: int, head_features=("u", "v", "|u-v|"), mnr_scale: float = 20.0,
                mnr_symmetric: bool = False, cosent_scale: float = 20.0) -> nn.Module:
-    """The loss module for config name ``name`` (one of :data:`LOSS_SHAPES`)."""
+    """The loss module for config name ``name`` (``config.LOSSES``; shapes: ``data.shapes.LOSS_SHAPES``)."""
     if name == "softmax":
         return SoftmaxLoss(dim, features=tuple(head_features))
     if name == "mnr":
@@ -242,4 +222,4 @@ def build_loss(name: str, dim: int, head_features=("u", "v", "|u-v|"), mnr_scale
         return CosineSimilarityLoss()
     if name == "cosent":
         return CoSENTLoss(cosent_scale)
-    raise SbertNliError(f"unknown loss {name!r}: choose one of {', '.join(LOSS_SHAPES)}")
+    raise SbertNliError(f"unknown loss {name!r}: choose softmax, mnr, cosine or cosent")
