@@ -246,7 +246,8 @@ def load_hub_columns(source: str, split: str = "train") -> tuple[str, dict[str, 
 
 
 def _read_source(source: str, columns: dict[str, str], declared: str, fallback: str, score_range):
-    """One non-NLI-hub source as (shape, NLIData or TextData)."""
+    """One non-NLI-hub source as (shape, NLIData or TextData). ``fallback``: the shape assumed when the
+    columns match no shape (pair-class: the NLI reader then reads the file, with its own layouts)."""
     from sbert_nli.data import nli, sts
     from sbert_nli.data.tables import check_file, decode_text, read_table
 
@@ -267,7 +268,10 @@ def _read_source(source: str, columns: dict[str, str], declared: str, fallback: 
                 return "pair-score", out
         table = read_table(path)
         name, values, lines = str(table.path), table.columns, table.lines
-    shape = declared if declared != "auto" else detect_shape(list(values), columns) or fallback
+    shape = declared if declared != "auto" else detect_shape(list(values), columns)
+    if shape is None and fallback == "pair-class" and not is_hub_source(source):
+        return "pair-class", nli.read_nli_file(source, columns)  # the NLI reader knows further NLI layouts
+    shape = shape or fallback
     roles = {role: columns.get(role, role) for role in SHAPES[shape]}
     missing = [c for c in roles.values() if c not in values]
     if missing:
