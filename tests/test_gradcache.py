@@ -228,3 +228,64 @@ def test_peak_memory_is_near_one_chunk(tiny_texts, examples):
     print("peak bytes: batch B", small, "cached B*K", cached, "uncached B*K", big)
     assert cached < 0.6 * big, (small, cached, big)
     assert cached < 1.6 * small, (small, cached, big)
+
+
+DDP_SCRIPT = r"""
+import contextlib, sys, torch, torch.distributed as dist
+sys.path.insert(0, {src!r})
+from sbert_nli.distributed import gather_candidates
+from sbert_nli.gradcache import cached_backward
+from sbert_nli.losses import MultipleNegativesRankingLoss
+
+class Enc(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bag, self.out = torch.nn.EmbeddingBag(60, 8, mode="mean"), torch.nn.Linear(8, 8)
+    def forward(self, ids):
+        return self.out(torch.tanh(self.bag(ids)))
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+enc, ids = Enc().double(), torch.randint(0, 60, (24, 5))  # the same on both ranks: 8 (anchor, positive, negative) examples
+reference = [p.detach().clone() for p in enc.parameters()]
+mine = ids.view(3, 8, 5)[:, rank * 4:(rank + 1) * 4].reshape(12, 5)  # this rank's 4 anchors, positives, negatives
+roles = [torch.arange(0, 4), torch.arange(4, 8), torch.arange(8, 12)]
+model = torch.nn.parallel.DistributedDataParallel(enc)
+loss_fn = MultipleNegativesRankingLoss()
+chunks = list(mine.split(4))  # 3 chunks per rank, encoded one at a time
+loss = cached_backward(model, chunks, lambda emb: loss_fn(emb, *roles, gather=gather_candidates),
+                       sync=lambda last: contextlib.nullcontext() if last else model.no_sync())
+value = loss.clone()
+dist.all_reduce(value)
+if rank == 0:  # one process, no cache, the whole batch of 8
+    ref_enc = Enc().double()
+    with torch.no_grad():
+        for p, r in zip(ref_enc.parameters(), reference):
+            p.copy_(r)
+    ref = loss_fn(ref_enc(ids), torch.arange(0, 8), torch.arange(8, 16), torch.arange(16, 24))
+    ref.backward()
+    assert abs(value.item() / 2 - ref.item()) < 1e-10, (value.item() / 2, ref.item())
+    for p, q in zip(enc.parameters(), ref_enc.parameters()):  # DDP averaged the ranks' gradients
+        assert torch.allclose(p.grad, q.grad, atol=1e-10, rtol=0), (p.grad - q.grad).abs().max()
+    print("ok", flush=True)
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+def test_cached_under_ddp_with_cross_rank_candidates_equals_one_process(tmp_path):
+    """Two ranks x 3 cached chunks, candidates gathered across ranks, DDP syncing after the last chunk:
+    the loss and gradients of one uncached process on the whole batch."""
+    import os
+    import subprocess
+    import sys
+
+    src = os.path.join(os.path.dirname(__file__), "..", "src")
+    script = tmp_path / "ddp_cache.py"
+    script.write_text(DDP_SCRIPT.format(src=os.path.abspath(src)))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("ok") == 1

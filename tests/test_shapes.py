@@ -185,3 +185,13 @@ def test_examples_for_each_shape(tiny_encoder, tmp_path):
     ex = build_examples(scored, "cosine", tok, n)
     assert ex.kind == "score" and ex.labels.dtype == np.float32 and list(ex.labels) == pytest.approx([0.2, 1.0])
     assert ex.roles["a"][0] == ex.roles["b"][1]
+
+
+@pytest.mark.parametrize(("preset", "loss"), [("sbert-stage2", "cosine"), ("sbert-stage2-cosent", "cosent")])
+def test_stage2_presets_are_the_papers_table_2_setup(preset, loss):
+    from sbert_nli.config import resolve
+
+    c = resolve(preset, None, {"model": {"name": "runs/nli"}})
+    assert (c.train.loss, c.train.epochs, c.train.batch_size, c.train.lr, c.train.warmup_ratio) == (loss, 4, 16, 2e-5, 0.1)
+    assert c.data.train == ["stsb:train"] and c.data.eval_sts == "stsb:validation"
+    assert c.train.keep_best and c.train.eval_every > 0 and c.model.name == "runs/nli"
