@@ -16,6 +16,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from common import OUT, data_dir, minilm_path, nli_files
 
@@ -28,17 +29,17 @@ def run(argv: list[str]) -> float:
 
 
 def sts_test(model: str) -> float:
-    out = OUT / "objectives-eval.json"
+    out = OUT / f"objectives-eval-{Path(model).name}.json"
     run(["evaluate", model, "--sts", str(data_dir() / "stsbenchmark" / "sts-test.csv"), "--json", str(out),
          "--device", "cpu"])
     metrics = json.loads(out.read_text())
     return float(next(iter(metrics["sts"].values()))["cosine_spearman"])
 
 
-def stage2(epochs: int) -> list[dict]:
+def stage2(epochs: int, presets: list[str]) -> list[dict]:
     sts = data_dir() / "stsbenchmark"
     rows = []
-    for preset in ("sbert-stage2", "sbert-stage2-cosent"):
+    for preset in presets:
         for engine in ("native", "sentence-transformers"):
             folder = OUT / f"objectives-{preset}-{engine}"
             seconds = run(["train", "--preset", preset, "--model", minilm_path(), "--train", str(sts / "sts-train.csv"),
@@ -68,11 +69,13 @@ def main() -> None:
     parser.add_argument("what", choices=["stage2", "mnr-cached"])
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--presets", nargs="+", default=["sbert-stage2", "sbert-stage2-cosent"])
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = [{"run": "all-MiniLM-L6-v2 (base)", "stsb_test": sts_test(minilm_path())}]
-    rows += stage2(args.epochs) if args.what == "stage2" else mnr_cached(args.seed)
-    (OUT / f"objectives-{args.what}.json").write_text(json.dumps(rows, indent=2))
+    rows += stage2(args.epochs, args.presets) if args.what == "stage2" else mnr_cached(args.seed)
+    name = args.what if args.what != "stage2" else "-".join(["stage2", *args.presets])
+    (OUT / f"objectives-{name}.json").write_text(json.dumps(rows, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
     print("| " + " | ".join(keys) + " |\n|" + "---|" * len(keys))
     for r in rows:
