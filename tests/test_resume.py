@@ -75,7 +75,7 @@ def test_ctrl_c_writes_a_checkpoint_and_resume_is_exact(tmp_path, uninterrupted)
     _wait_for_checkpoint(out, proc, 40)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and "interrupted at step" in err and "--resume" in err
+    assert proc.returncode == 130 and "interrupted at step" in err and "--resume" in err
     step = int(err.split("interrupted at step ")[1].split(";")[0])
     assert list_checkpoints(out)[-1].name == f"step-{step:08d}"
     assert main(["-q", "train", *ARGS, "--output", str(out), "--resume"]) == 0
@@ -123,7 +123,7 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_checkpoints(tmp_path, mon
     out = tmp_path / "run"
     code = main(["-q", "train", *ARGS, "--output", str(out)])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: loss became nan at or before step 26") and "lower --lr" in err
+    assert code == 3 and err.startswith("error: loss became nan at or before step 26") and "lower --lr" in err
     assert [p.name for p in list_checkpoints(out)] == ["step-00000020"]
     assert len(list(out.glob("model.safetensors"))) == 0  # no model from a diverged run
 

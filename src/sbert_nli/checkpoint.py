@@ -8,8 +8,9 @@ Checkpoint folder ``checkpoints/step-00000100/``::
 
     encoder.safetensors   transformer weights       head.safetensors  loss head (if any)
     optimizer.pt          optimizer + scheduler + scaler (loaded with weights_only=True)
-    rng.pt                torch (and CUDA) RNG states
-    state.json            step, epoch, batch within epoch, best dev score, resolved config
+    rng.pt                every rank's torch (and CUDA) RNG state, in rank order
+    state.json            the TrainState (step, epoch, batch within epoch, best dev score, world size,
+                          global batch, counters) and the resolved config
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ def write_json(path: Path, data) -> None:
 
 # --------------------------------------------------------------------------- resumable checkpoints
 def save_checkpoint(output: Path, step: int, encoder, head, optimizer, scheduler, scaler, state: dict,
-                    keep: int) -> Path:
+                    keep: int, rng_states: list | None = None) -> Path:
+    """Write ``checkpoints/step-NNNNNNNN`` atomically and keep the newest ``keep``. ``rng_states``: every
+    rank's RNG state in rank order (default: this process's), restored per rank by load_checkpoint."""
     from safetensors.torch import save_file
 
     def write(folder: Path) -> None:
@@ -120,10 +123,7 @@ def save_checkpoint(output: Path, step: int, encoder, head, optimizer, scheduler
             save_file({k: v.detach().contiguous() for k, v in head.state_dict().items()}, str(folder / "head.safetensors"))
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": scaler.state_dict() if scaler is not None else None}, folder / "optimizer.pt")
-        rng = {"torch": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
-        torch.save(rng, folder / "rng.pt")
+        torch.save({"ranks": rng_states or [_rng_state()]}, folder / "rng.pt")
         write_json(folder / "state.json", {**state, "step": step})
 
     target = output / CHECKPOINTS / f"step-{step:08d}"
@@ -131,6 +131,13 @@ def save_checkpoint(output: Path, step: int, encoder, head, optimizer, scheduler
     for stale in list_checkpoints(output)[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)
     return target
+
+
+def _rng_state() -> dict:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
 
 
 def list_checkpoints(output: Path) -> list[Path]:
@@ -153,7 +160,9 @@ def find_resume_checkpoint(output: Path, resume: str | bool) -> Path:
     return found[-1]
 
 
-def load_checkpoint(path: Path, encoder, head, optimizer, scheduler, scaler) -> dict:
+def load_checkpoint(path: Path, encoder, head, optimizer, scheduler, scaler, rank: int = 0) -> dict:
+    """Load weights, optimiser, schedule, scaler and this ``rank``'s RNG state; return state.json.
+    Checkpoints written before per-rank RNG states (one state for all) restore that one everywhere."""
     from safetensors.torch import load_file
 
     try:
@@ -167,9 +176,10 @@ def load_checkpoint(path: Path, encoder, head, optimizer, scheduler, scaler) -> 
         if scaler is not None and opt.get("scaler"):
             scaler.load_state_dict(opt["scaler"])
         rng = torch.load(path / "rng.pt", map_location="cpu", weights_only=True)
+        rng = rng["ranks"][rank] if "ranks" in rng else rng
         torch.set_rng_state(rng["torch"])
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
+    except (OSError, KeyError, IndexError, ValueError, RuntimeError) as exc:
         raise SbertNliError(f"checkpoint {path} is unreadable ({type(exc).__name__}); resume from an older one with --resume PATH") from None
     return state

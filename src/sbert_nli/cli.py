@@ -188,9 +188,17 @@ def cmd_train(args) -> int:
     if config.train.engine == "sentence-transformers":
         from sbert_nli.engines.st import train_st
 
-        results = train_st(config, args.output, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet))
+        results = train_st(config, args.output, overwrite=args.overwrite, progress=not (args.no_progress or args.quiet),
+                           resume=args.resume or False)
     else:
         from sbert_nli.train import train
+
+        from sbert_nli.precision import resolve_device
+
+        if config.train.reuse_host_memory and resolve_device(config.train.device).type == "cpu":
+            from sbert_nli.host_memory import keep_freed_memory  # process-wide, one-way: this process ends with the run
+
+            keep_freed_memory()
 
         results = train(config, args.output, overwrite=args.overwrite, resume=args.resume or False,
                         progress=not (args.no_progress or args.quiet))
@@ -419,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except SbertNliError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code  # 2 bad input, 3 diverged, 130 interrupted (see errors.py)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

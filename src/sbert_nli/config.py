@@ -101,7 +101,7 @@ class TrainConfig:
     split_padding_cost: int = 64  # cut a batch into length-sorted chunks when it saves > N padded tokens per chunk (0 = off)
     fused_adamw: bool = True
     embedding_grad_buffer: bool = True  # word-embedding gradient added in place, only used rows reset (single process)
-    reuse_host_memory: bool = True  # CPU: keep freed memory mapped (no page faults on each step's big tensors)
+    reuse_host_memory: bool = True  # CPU, CLI only: keep freed memory mapped (process-wide, one-way; see host_memory.py)
     compile: bool = False
     # Evaluation, logging and checkpoints.
     eval_every: int = 0  # steps between STS dev evaluations (0 = only at the end)

@@ -115,7 +115,8 @@ def plot_training_curves(metrics_file: Path, target: Path) -> bool:
     plt = _plt()
     dev = [r for r in records if "dev_spearman" in r]
     fig, axes = plt.subplots(1, 2 if dev else 1, figsize=(10 if dev else 5.5, 3.8), squeeze=False)
-    axes[0][0].plot([r["step"] for r in records], [r["loss"] for r in records])
+    logged = [r for r in records if "loss" in r]  # dev evaluations have records of their own
+    axes[0][0].plot([r["step"] for r in logged], [r["loss"] for r in logged])
     axes[0][0].set_xlabel("optimiser step")
     axes[0][0].set_ylabel("training loss")
     axes[0][0].set_title("loss")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -67,25 +68,44 @@ def _st_dataset(examples_kind: str, data):
         "the library needs the same columns in every row)")
 
 
-def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, progress: bool = True,
-             batch_order: str = "library") -> dict:
-    """Train with sentence-transformers. ``batch_order="native"`` feeds it our sampler's batches
-    (no premise/length grouping) so per-step losses can be compared with the native trainer."""
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers.sentence_transformer import losses as st_losses
-    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.training_args import (
-        BatchSamplers,
-        SentenceTransformerTrainingArguments,
-    )
+# What this engine does with each run option (README "Engines"); anything marked refused ends the
+# run before any work with one `error:` line naming --engine native.
+FEATURES = {
+    "save_every": "refused (the library's checkpoints cannot resume our exact batch order)",
+    "eval_every": "refused (the dev set is evaluated once, after training)",
+    "resume": "refused",
+    "keep_best": "not applicable (no evaluation during training)",
+    "eval_sts": "evaluated once after training",
+    "DDP (--nproc)": "the library's own; files written by rank 0 only",
+}
 
-    from sbert_nli import report
+
+def refuse_unsupported(config: RunConfig, resume) -> None:
+    """One actionable line for each option this engine would otherwise ignore silently."""
+    t = config.train
+    asked = [("--save-every", t.save_every), ("--eval-every", t.eval_every), ("--resume", resume)]
+    for flag, value in asked:
+        if value:
+            raise SbertNliError(f"{flag} is not supported by --engine sentence-transformers (it would be ignored); "
+                                f"use --engine native, which supports it")
+
+
+def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, progress: bool = True,
+             batch_order: str = "library", resume: str | bool = False) -> dict:
+    """Train with sentence-transformers. ``batch_order="native"`` feeds it our sampler's batches
+    (no premise/length grouping) so per-step losses can be compared with the native trainer.
+    Raises SbertNliError for options this engine does not support (see FEATURES)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
+
     from sbert_nli.losses import SoftmaxLoss
     from sbert_nli.model import SentenceEncoder
     from sbert_nli.precision import resolve_device, resolve_precision
     from sbert_nli.prepare import build_encoder, load_training_data
 
     t = config.train
+    refuse_unsupported(config, resume)
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes files
     # The library warns that 'hypothesis' is not its first column: meaningless for SoftmaxLoss pairs.
     logging.getLogger("sentence_transformers.base.data_collator").setLevel(logging.ERROR)
     features = tuple(t.head_features)
@@ -94,7 +114,7 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
                             f"together; train.head_features {list(features)} needs --engine native")
     device = resolve_device(t.device)
     precision = resolve_precision(t.precision, device)
-    out = ckpt.prepare_output(output, overwrite, resume=False)
+    out = ckpt.prepare_output(output, overwrite, resume=False) if main_rank else Path(output)
     torch.manual_seed(t.seed)
 
     data, heldout = load_training_data(config)
@@ -115,35 +135,14 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
                 if isinstance(module, torch.nn.Dropout):
                     module.p = config.model.dropout
         dataset, note = _st_dataset(t.loss, data)
-        if t.loss == "softmax":
-            loss = st_losses.SoftmaxLoss(model, embedding_dimension=encoder.dim, num_labels=3,
-                                         concatenation_sent_rep="u" in features,
-                                         concatenation_sent_difference="|u-v|" in features,
-                                         concatenation_sent_multiplication="u*v" in features)
-            torch.manual_seed(t.seed)  # the same head initialisation as the native trainer
-            loss.classifier.load_state_dict(SoftmaxLoss(encoder.dim, features=features).classifier.state_dict())
-            loss.to(device)
-            sampler = BatchSamplers.BATCH_SAMPLER
-        else:
-            cls = st_losses.MultipleNegativesSymmetricRankingLoss if t.mnr_symmetric else st_losses.MultipleNegativesRankingLoss
-            loss = cls(model, scale=t.mnr_scale)
-            sampler = BatchSamplers.NO_DUPLICATES
+        loss, sampler = _st_loss(t, model, encoder.dim, device)
         if batch_order == "native":
             from sbert_nli.data.batching import epoch_batches
 
             n = len(dataset)
             sampler = lambda *a, **k: _FixedOrderBatchSampler(  # noqa: E731
                 lambda epoch: epoch_batches(n, t.batch_size, t.seed, epoch))
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(Path(tmp) / "trainer"), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-            per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
-            learning_rate=t.lr, lr_scheduler_type="linear", warmup_steps=t.warmup_ratio,
-            weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
-            seed=t.seed, data_seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
-            optim="adamw_torch_fused" if t.fused_adamw else "adamw_torch",
-            logging_steps=t.log_every, save_strategy="no", report_to="none", disable_tqdm=not progress,
-            batch_sampler=sampler, use_cpu=device.type == "cpu", dataloader_drop_last=False,
-        )
+        args = _training_args(t, Path(tmp) / "trainer", precision, device, progress, sampler)
         trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
         if not progress:
             from transformers import PrinterCallback
@@ -167,10 +166,60 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
                      "wall_s": wall, "pairs_per_s": pairs_seen / wall, "precision": precision,
                      "pooling": encoder.pooling, "max_seq_length": encoder.max_seq_length,
                      "gradient_clipping": "encoder only (the library's HF Trainer; train.clip_head is native-only)"}
+    if main_rank:
+        _finish(config, out, data, heldout, sts_dev, trained, head, history, results, device)
+    return results
+
+
+def _training_args(t, folder: Path, precision: str, device, progress: bool, sampler):
+    """Every setting the HF Trainer would otherwise choose silently, from our config."""
+    from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(folder), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        learning_rate=t.lr, lr_scheduler_type="linear", warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
+        seed=t.seed, data_seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
+        optim="adamw_torch_fused" if t.fused_adamw else "adamw_torch",
+        logging_steps=t.log_every, save_strategy="no", report_to="none", disable_tqdm=not progress,
+        batch_sampler=sampler, use_cpu=device.type == "cpu", dataloader_drop_last=False,
+    )
+
+
+def _st_loss(t, model, dim: int, device):
+    """The library's loss for our config and its batch sampler; the softmax head starts from our
+    seeded initialisation, so both engines start from the same weights."""
+    from sentence_transformers.sentence_transformer import losses as st_losses
+    from sentence_transformers.sentence_transformer.training_args import BatchSamplers
+
+    from sbert_nli.losses import SoftmaxLoss
+
+    features = tuple(t.head_features)
+    if t.loss == "softmax":
+        loss = st_losses.SoftmaxLoss(model, embedding_dimension=dim, num_labels=3,
+                                     concatenation_sent_rep="u" in features,
+                                     concatenation_sent_difference="|u-v|" in features,
+                                     concatenation_sent_multiplication="u*v" in features)
+        torch.manual_seed(t.seed)  # the same head initialisation as the native trainer
+        loss.classifier.load_state_dict(SoftmaxLoss(dim, features=features).classifier.state_dict())
+        return loss.to(device), BatchSamplers.BATCH_SAMPLER
+    cls = st_losses.MultipleNegativesSymmetricRankingLoss if t.mnr_symmetric else st_losses.MultipleNegativesRankingLoss
+    return cls(model, scale=t.mnr_scale), BatchSamplers.NO_DUPLICATES
+
+
+def _finish(config, out: Path, data, heldout, sts_dev, trained, head, history, results: dict, device) -> None:
+    """Rank 0: metrics log, dev and held-out evaluation, finite check, the model in our layout, report."""
+    from sbert_nli import report
+    from sbert_nli.errors import DivergedError
+
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as handle:
         for h in history:
             handle.write(json.dumps({"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
                                      "lr": h.get("learning_rate")}) + "\n")
+    weights = list(trained.parameters()) + (list(head.parameters()) if head is not None else [])
+    if not all(bool(torch.isfinite(w).all()) for w in weights):
+        raise DivergedError("weights became non-finite during training; lower --lr (nothing was saved)")
     if sts_dev is not None:
         from sbert_nli.evaluate import evaluate_sts
 
@@ -190,5 +239,4 @@ def train_st(config: RunConfig, output: str | Path, overwrite: bool = False, pro
 
     ckpt.atomic_merge(out, write)
     report.write_training_report(out, config, data, results)
-    return results
 
