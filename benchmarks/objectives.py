@@ -1,8 +1,8 @@
 """Quality checks of the objectives on real data with the offline all-MiniLM-L6-v2 (base: 82.03 STSb test).
 
-    python benchmarks/objectives.py stage2            # SBERT stage 2 (cosine regression) and its CoSENT variant,
+    python benchmarks/objectives.py stage2 [--max-steps N]   # SBERT stage 2 (cosine regression) and its CoSENT variant,
                                                       # native and sentence-transformers engines, 1 epoch
-    python benchmarks/objectives.py mnr-cached        # MNR on NLI: batch 32 vs cached 256 = 32 x 8, same examples
+    python benchmarks/objectives.py mnr-cached [--examples N]  # MNR on NLI: batch 32 vs cached 256 = 32 x 8, same examples
 
 Every run goes through the command line exactly as a user types it (printed before it runs); each
 model is then scored on the STS benchmark test split with `sbert-nli evaluate`. Results print as a
@@ -36,7 +36,7 @@ def sts_test(model: str) -> float:
     return float(next(iter(metrics["sts"].values()))["cosine_spearman"])
 
 
-def stage2(epochs: int, presets: list[str]) -> list[dict]:
+def stage2(epochs: int, presets: list[str], max_steps: int) -> list[dict]:
     sts = data_dir() / "stsbenchmark"
     rows = []
     for preset in presets:
@@ -44,6 +44,8 @@ def stage2(epochs: int, presets: list[str]) -> list[dict]:
             folder = OUT / f"objectives-{preset}-{engine}"
             seconds = run(["train", "--preset", preset, "--model", minilm_path(), "--train", str(sts / "sts-train.csv"),
                            "--eval-sts", str(sts / "sts-dev.csv"), "--epochs", str(epochs), "--engine", engine,
+                           # the library engine evaluates the dev set once, after training: so does ours here
+                           "--eval-every", "0", "--max-steps", str(max_steps),
                            "--device", "cpu", "--output", str(folder), "--overwrite", "--no-progress"])
             results = json.loads((folder / "results.json").read_text())
             rows.append({"run": f"{preset} ({engine})", "stsb_test": sts_test(str(folder)),
@@ -51,12 +53,13 @@ def stage2(epochs: int, presets: list[str]) -> list[dict]:
     return rows
 
 
-def mnr_cached(seed: int) -> list[dict]:
+def mnr_cached(seed: int, examples: int) -> list[dict]:
     rows = []
     for name, batch, accum in (("batch 32", 32, 1), ("batch 256 cached = 32 x 8", 32, 8)):
         folder = OUT / f"objectives-mnr-{batch}x{accum}"
         seconds = run(["train", "--model", minilm_path(), "--train", *nli_files(), "--loss", "mnr",
                        "--batch-size", str(batch), "--grad-accum", str(accum), "--epochs", "1", "--seed", str(seed),
+                       "--max-steps", str(examples // (batch * accum) if examples else 0),
                        "--device", "cpu", "--output", str(folder), "--overwrite", "--no-progress"])
         results = json.loads((folder / "results.json").read_text())
         rows.append({"run": name, "stsb_test": sts_test(str(folder)), "steps": results.get("steps"),
@@ -70,10 +73,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--presets", nargs="+", default=["sbert-stage2", "sbert-stage2-cosent"])
+    parser.add_argument("--max-steps", type=int, default=0, help="stage2: stop after N steps (0 = the epochs)")
+    parser.add_argument("--examples", type=int, default=0, help="mnr-cached: train on N examples (0 = one epoch)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = [{"run": "all-MiniLM-L6-v2 (base)", "stsb_test": sts_test(minilm_path())}]
-    rows += stage2(args.epochs, args.presets) if args.what == "stage2" else mnr_cached(args.seed)
+    rows += stage2(args.epochs, args.presets, args.max_steps) if args.what == "stage2" else mnr_cached(args.seed, args.examples)
     name = args.what if args.what != "stage2" else "-".join(["stage2", *args.presets])
     (OUT / f"objectives-{name}.json").write_text(json.dumps(rows, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
