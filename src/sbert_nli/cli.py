@@ -58,15 +58,18 @@ def _setup_logging(verbose: bool) -> None:
 TRAIN_OPTIONS = [
     # (flag, section.key, help, extra argparse kwargs)
     ("--model", "model.name", "base model: local folder, hub id, or builtin:tiny-bert", {}),
-    ("--train", "data.train", "NLI sources: local .jsonl/.json/.csv/.tsv/.parquet files, snli, mnli, builtin:synthetic",
-     {"nargs": "+"}),
+    ("--train", "data.train", "training data: local .jsonl/.json/.csv/.tsv/.parquet files (or sts-train.csv), snli, mnli, "
+     "all-nli:pair|triplet|pair-class|pair-score, stsb:train, owner/name[:subset], builtin:synthetic", {"nargs": "+"}),
+    ("--shape", "data.shape", "data shape (default auto: from the column names)",
+     {"choices": ["auto", "pair-class", "pair", "triplet", "pair-score"]}),
     ("--eval-sts", "data.eval_sts", "STS file (or stsb) for dev evaluation; the best dev model is kept", {}),
     ("--eval-nli", "data.eval_nli", "NLI file for the trained head's accuracy after training", {}),
     ("--holdout", "data.holdout_fraction", "fraction of training premises held out for NLI accuracy", {"type": float}),
     ("--quoting", "data.quoting", "quoting of .csv/.tsv/.txt files: auto (default), csv (\"-quoted fields) or none "
      "(a \" is text)", {"choices": ["auto", "csv", "none"]}),
     ("--max-train-pairs", "data.max_train_pairs", "use a deterministic subset of N training pairs", {"type": int}),
-    ("--loss", "train.loss", "softmax (SBERT paper) or mnr (Multiple Negatives Ranking)", {"choices": ["softmax", "mnr"]}),
+    ("--loss", "train.loss", "softmax (SBERT paper, NLI), mnr (Multiple Negatives Ranking: NLI, pairs, triplets), "
+     "cosine (SBERT regression: scored pairs) or cosent (scored pairs)", {"choices": ["softmax", "mnr", "cosine", "cosent"]}),
     ("--engine", "train.engine", "native (our trainer) or sentence-transformers",
      {"choices": ["native", "sentence-transformers"]}),
     ("--epochs", "train.epochs", "number of epochs", {"type": int}),
@@ -90,13 +93,15 @@ TRAIN_OPTIONS = [
 
 
 def _add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a sentence encoder on NLI", description=(
-        "Train a sentence encoder on NLI pairs and save it as a sentence-transformers model with its "
-        "NLI head. Settings resolve as: defaults (SBERT paper) < --preset < --config < options."))
+    p = sub.add_parser("train", help="train a sentence encoder on NLI, pairs, triplets or scored pairs", description=(
+        "Train a sentence encoder on NLI pairs (pairs, triplets, scored pairs) and save it as a sentence-transformers "
+        "model (with its NLI head for --loss softmax). Settings resolve as: defaults (SBERT paper) < --preset < "
+        "--config < options."))
     p.add_argument("--output", "-o", required=True, help="output folder (the model, its config, metrics, report)")
     p.add_argument("--preset", help="a preset from configs/: smoke, sbert-paper, mnr, ...")
     p.add_argument("--config", help="a TOML config file ([model], [data], [train] tables)")
-    p.add_argument("--columns", help="column mapping for local NLI files: premise=A,hypothesis=B,label=C")
+    p.add_argument("--columns", help="column mapping for local files, ROLE=COLUMN: premise/hypothesis/label, "
+                   "anchor/positive/negative or sentence1/sentence2/score")
     for flag, key, text, extra in TRAIN_OPTIONS:
         p.add_argument(flag, dest=key, help=text, **extra)
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",

@@ -28,7 +28,7 @@ else:  # pragma: no cover
 PRESET_DIR = Path(__file__).resolve().parent / "configs"
 POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-LOSSES = ("softmax", "mnr")
+LOSSES = ("softmax", "mnr", "cosine", "cosent")  # data shapes each takes: data.shapes.LOSS_SHAPES
 ENGINES = ("native", "sentence-transformers")
 HEAD_FEATURES = ("u", "v", "|u-v|", "u*v")
 HUB_DATA_NAMES = ("snli", "mnli", "stsb")
@@ -54,10 +54,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    # Hub names ("snli", "mnli"), "builtin:synthetic", or local .jsonl/.json/.csv/.tsv/.parquet files.
+    # Hub names ("snli", "mnli", "all-nli:pair", "stsb:train", owner/name[:subset]), "builtin:synthetic",
+    # or local .jsonl/.json/.csv/.tsv/.parquet files (and the STS benchmark's sts-train.csv as released).
     train: list[str] = field(default_factory=lambda: ["snli", "mnli"])
     columns: dict[str, str] = field(default_factory=dict)  # role -> column, e.g. premise = "sentence1"
     quoting: str = "auto"  # .csv/.tsv/.txt: "auto", "csv" (quoted fields) or "none" (a " is text)
+    # pair-class (NLI), pair, triplet, pair-score, or "auto": detected from the column names (data.shapes).
+    shape: str = "auto"
+    # [low, high] of pair-score gold scores, normalised to [0, 1]; empty = detect (0-1 kept, 0-5 divided by 5).
+    score_range: list[float] = field(default_factory=list)
     holdout_fraction: float = 0.0  # fixed split of the training pairs for held-out NLI accuracy
     eval_sts: str | None = None  # STS file (or "stsb") for dev evaluation during/after training
     eval_nli: str | None = None  # NLI file for held-out accuracy of the trained head
@@ -89,6 +94,7 @@ class TrainConfig:
     mnr_scale: float = 20.0
     mnr_symmetric: bool = False
     mnr_gather_across_ranks: bool = False
+    cosent_scale: float = 20.0  # CoSENT's scale (inverse temperature), sentence-transformers' default
     # Speed switches (each measured in benchmarks/RESULTS.md; none changes the loss of a batch).
     group_by_length: bool = True  # length-grouped but still shuffled batches (less padding)
     # softmax: keep a premise's hypotheses in one batch. Off by default: faster (+12 %), but it cost
@@ -170,7 +176,10 @@ def _resolve_relative_paths(data: dict, base: Path) -> None:
     """Paths in a config file are relative to that file, not to the working directory."""
 
     def fix(value: str) -> str:
-        if not isinstance(value, str) or value.startswith(("builtin:", "stsb:")) or value in HUB_DATA_NAMES:
+        from sbert_nli.data.shapes import is_hub_source
+
+        if not isinstance(value, str) or value.startswith(("builtin:", "stsb:")) or value in HUB_DATA_NAMES \
+                or is_hub_source(value, base):
             return value
         return str(base / value)  # absolute paths stay absolute: Path("/a") joined on base is "/a"
 
@@ -341,9 +350,17 @@ def validate(config: RunConfig) -> RunConfig:
     check(bool(d.train), "data.train is empty: pass --train FILE [FILE ...] or a hub name (snli, mnli)")
     check(config.eval_suite.aggregation in SUITE_AGGREGATIONS,
           f"eval_suite.aggregation must be one of {', '.join(SUITE_AGGREGATIONS)}, got {config.eval_suite.aggregation!r}")
-    known_roles = {"premise", "hypothesis", "label"}
-    unknown = set(d.columns) - known_roles
-    check(not unknown, f"--columns: unknown role(s) {sorted(unknown)}; roles are premise, hypothesis, label")
+    from sbert_nli.data.shapes import SHAPES, check_loss_shape
+
+    roles = list(dict.fromkeys(r for shape_roles in SHAPES.values() for r in shape_roles))
+    unknown = set(d.columns) - set(roles)
+    check(not unknown, f"--columns: unknown role(s) {sorted(unknown)}; roles are {', '.join(roles)}")
+    check(d.shape == "auto" or d.shape in SHAPES, f"data.shape must be auto or one of {', '.join(SHAPES)}, got {d.shape!r}")
+    check(not d.score_range or (len(d.score_range) == 2 and d.score_range[0] < d.score_range[1]),
+          f"data.score_range must be [low, high] with low < high (or empty: detect), got {d.score_range}")
+    check(t.cosent_scale > 0, f"train.cosent_scale must be > 0, got {t.cosent_scale}")
+    if d.shape != "auto":
+        check_loss_shape(t.loss, d.shape, f"data.shape {d.shape}")
     return config
 
 

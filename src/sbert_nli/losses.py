@@ -1,7 +1,10 @@
 """Training objectives over sentence embeddings. Each loss is an ``nn.Module`` that owns its head.
 
-Both take the embeddings of a batch's distinct sentences plus, per role, the row of each example's
-sentence, so a sentence shared by several examples is encoded once (see ``data.batching.collate``).
+Every loss takes the embeddings of a batch's distinct sentences plus, per role, the row of each
+example's sentence, so a sentence shared by several examples is encoded once (see
+``data.batching.collate``). Each equals the sentence-transformers loss of the same name on the same
+embeddings (values and gradients, tests/test_loss_parity.py). Which loss takes which data shape:
+``data.shapes.LOSS_SHAPES`` (checked before any work by ``data.shapes.check_loss_shape``).
 """
 
 from __future__ import annotations
@@ -16,6 +19,10 @@ from torch.nn import functional as F
 from sbert_nli.errors import SbertNliError
 
 LABELS = ("entailment", "neutral", "contradiction")
+
+def _fp32(x: torch.Tensor) -> torch.Tensor:
+    """Similarity maths in at least fp32 (autocast hands us bf16/fp16 embeddings); fp64 stays fp64."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 class SoftmaxLoss(nn.Module):
@@ -95,15 +102,25 @@ class MultipleNegativesRankingLoss(nn.Module):
     ============  ==========================================================
     input         meaning
     ============  ==========================================================
-    embeddings    [N, D]: the batch's distinct sentence embeddings
-    anchor_rows   [B] long: row of each example's anchor (the premise)
-    pos_rows      [B] long: row of its positive (an entailed hypothesis)
-    neg_rows      [K] long: rows of the batch's hard negatives (contradictions), K >= 0
+    embeddings    [N, D] float: the batch's distinct sentence embeddings
+    anchor_rows   [B] long: row of each example's anchor (a premise, question, ...)
+    pos_rows      [B] long: row of its positive (an entailed hypothesis, answer, ...)
+    neg_rows      [K] long: rows of the batch's hard negatives, K >= 0 (0: pairs; B: triplets)
+    gather        optional cross-rank candidates (``distributed.gather_candidates``)
     ============  ==========================================================
 
-    For anchor i the candidates are every positive of the batch and every hard negative of the
-    batch; the target is positive i. ``symmetric`` adds the positive -> anchor direction (candidates:
-    all anchors). ``scale`` 20 is temperature 0.05.
+    Data shapes: (anchor, positive) pairs, (anchor, positive, negative) triplets, or NLI pairs
+    turned into triplets. For anchor i the candidates are every positive of the batch and every
+    hard negative of the batch; the target is positive i. ``symmetric`` adds the positive -> anchor
+    direction (candidates: all anchors), averaged with the first. ``scale`` 20 is temperature 0.05.
+    Returns a scalar, the mean over anchors. Source: Henderson et al. 2017 (Smart Reply, sec. 4.4);
+    equals sentence-transformers' ``MultipleNegativesRankingLoss`` (``symmetric``:
+    ``directions=("query_to_doc", "doc_to_query"), partition_mode="per_direction"``).
+
+    Example::
+
+        loss = MultipleNegativesRankingLoss()
+        value = loss(torch.randn(6, 384), torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([4, 5]))
     """
 
     def __init__(self, scale: float = 20.0, symmetric: bool = False):
@@ -112,7 +129,7 @@ class MultipleNegativesRankingLoss(nn.Module):
         self.symmetric = symmetric
 
     def forward(self, embeddings, anchor_rows, pos_rows, neg_rows, gather=None) -> torch.Tensor:
-        emb = F.normalize(embeddings.float(), p=2, dim=-1)  # similarity maths in fp32
+        emb = F.normalize(_fp32(embeddings), p=2, dim=-1)
         anchors, positives, negatives = emb[anchor_rows], emb[pos_rows], emb[neg_rows]
         offset = 0
         if gather is not None:  # cross-rank candidates: (tensors, this rank's offset into the gathered batch)
@@ -125,3 +142,84 @@ class MultipleNegativesRankingLoss(nn.Module):
         if self.symmetric:
             loss = (loss + F.cross_entropy(self.scale * emb[pos_rows] @ all_anchors.T, target)) / 2
         return loss
+
+
+class CosineSimilarityLoss(nn.Module):
+    """The SBERT paper's regression objective: MSE between ``cos(u, v)`` and the gold score.
+
+    ============  ==========================================================
+    input         meaning
+    ============  ==========================================================
+    embeddings    [N, D] float: the batch's distinct sentence embeddings
+    a_rows        [B] long: row of each pair's first sentence
+    b_rows        [B] long: row of its second sentence
+    scores        [B] float: gold similarity normalised to [0, 1] (STS 0-5 divided by 5)
+    ============  ==========================================================
+
+    Data shape: scored pairs (``pair-score``). Returns ``mean((cos(u_i, v_i) - score_i)^2)``, a scalar.
+    Source: Reimers & Gurevych 2019, sec. 3 "Regression Objective Function" (Table 2: NLI model then
+    STSb train); equals sentence-transformers' ``CosineSimilarityLoss`` (MSE, identity transform).
+
+    Example::
+
+        loss = CosineSimilarityLoss()
+        value = loss(torch.randn(4, 384), torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([0.8, 0.1]))
+    """
+
+    def forward(self, embeddings, a_rows, b_rows, scores) -> torch.Tensor:
+        emb = _fp32(embeddings)
+        cos = F.cosine_similarity(emb[a_rows], emb[b_rows], dim=-1)
+        return F.mse_loss(cos, scores.to(cos.dtype))
+
+
+class CoSENTLoss(nn.Module):
+    """CoSENT: a ranking loss over all pairs of the batch ordered by gold score.
+
+    ============  ==========================================================
+    input         meaning
+    ============  ==========================================================
+    embeddings    [N, D] float: the batch's distinct sentence embeddings
+    a_rows        [B] long: row of each pair's first sentence
+    b_rows        [B] long: row of its second sentence
+    scores        [B] float: gold similarity (only its order matters)
+    ============  ==========================================================
+
+    Data shape: scored pairs (``pair-score``). With ``c_i = scale * cos(u_i, v_i)`` it returns
+    ``log(1 + sum over (i, j) with score_i > score_j of exp(c_j - c_i))``, a scalar: every pair
+    scored higher by the gold standard should have the higher cosine. The batch is one ranking, so
+    gradient accumulation must not split it (the trainer caches gradients instead, see
+    ``gradcache``). Source: Su 2022 / Huang et al. 2024 (CoSENT, TASLP); equals
+    sentence-transformers' ``CoSENTLoss`` with ``pairwise_cos_sim``.
+
+    Example::
+
+        loss = CoSENTLoss()
+        value = loss(torch.randn(4, 384), torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([0.8, 0.1]))
+    """
+
+    def __init__(self, scale: float = 20.0):
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, embeddings, a_rows, b_rows, scores) -> torch.Tensor:
+        emb = _fp32(embeddings)
+        cos = self.scale * F.cosine_similarity(emb[a_rows], emb[b_rows], dim=-1)
+        # diff[i, j] = c_j - c_i, kept where score_i > score_j (ties and lower pairs contribute nothing).
+        diff = cos[None, :] - cos[:, None]
+        higher = scores[:, None] > scores[None, :]
+        terms = torch.cat([diff.new_zeros(1), diff[higher]])  # the leading 0 is the "1 +" inside the log
+        return torch.logsumexp(terms, dim=0)
+
+
+def build_loss(name: str, dim: int, head_features=("u", "v", "|u-v|"), mnr_scale: float = 20.0,
+               mnr_symmetric: bool = False, cosent_scale: float = 20.0) -> nn.Module:
+    """The loss module for config name ``name`` (``config.LOSSES``; shapes: ``data.shapes.LOSS_SHAPES``)."""
+    if name == "softmax":
+        return SoftmaxLoss(dim, features=tuple(head_features))
+    if name == "mnr":
+        return MultipleNegativesRankingLoss(mnr_scale, mnr_symmetric)
+    if name == "cosine":
+        return CosineSimilarityLoss()
+    if name == "cosent":
+        return CoSENTLoss(cosent_scale)
+    raise SbertNliError(f"unknown loss {name!r}: choose softmax, mnr, cosine or cosent")

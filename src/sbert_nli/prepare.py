@@ -20,7 +20,11 @@ def build_encoder(config: RunConfig, data=None):
 
     m = config.model
     if m.name == TINY_BERT:
-        encoder = build_tiny_bert(data.premise + data.hypothesis, m.tiny_hidden_size, m.tiny_layers, m.tiny_heads,
+        from sbert_nli.data.shapes import data_shape
+
+        texts = data.premise + data.hypothesis if data_shape(data) == "pair-class" else \
+            [t for column in data.texts.values() for t in column]
+        encoder = build_tiny_bert(texts, m.tiny_hidden_size, m.tiny_layers, m.tiny_heads,
                                   m.tiny_vocab_size, m.max_seq_length, seed=config.train.seed)
         if m.pooling:
             encoder.pooling = m.pooling
@@ -37,15 +41,19 @@ def build_encoder(config: RunConfig, data=None):
 
 
 def load_training_data(config: RunConfig, pairs=None):
-    """(train pairs, held-out pairs or None) exactly as both engines use them. ``pairs`` (``NLIData``,
-    from memory via the Python API) replaces reading ``data.train``; the rest applies the same way."""
-    from sbert_nli.data.nli import load_nli, read_nli_file, split_holdout
+    """(train data, held-out NLI pairs or None) exactly as both engines use them. ``pairs`` (``NLIData``,
+    from memory via the Python API) replaces reading ``data.train``; otherwise the data's shape is read
+    (or declared) and checked against the loss here, before any tokenising or model loading."""
+    from sbert_nli.data.nli import read_nli_file, split_holdout
+    from sbert_nli.data.shapes import data_shape, load_training_data as load_shaped
 
     d, seed = config.data, config.train.seed
-    data = pairs if pairs is not None else load_nli(d.train, d.columns, d.synthetic_pairs, seed=seed,
-                                                    quoting=d.quoting)
+    data = pairs if pairs is not None else load_shaped(d.train, d.columns, d.shape, config.train.loss,
+                                                       d.score_range or None, d.synthetic_pairs, seed, d.quoting)
     if d.max_train_pairs and d.max_train_pairs < len(data):
         data = data.subset(np.sort(np.random.default_rng(seed).permutation(len(data))[: d.max_train_pairs]))
+    if data_shape(data) != "pair-class":
+        return data, None  # held-out accuracy is the NLI head's (softmax on NLI data only)
     data, heldout = split_holdout(data, d.holdout_fraction, seed)
     if d.eval_nli:
         heldout = read_nli_file(d.eval_nli, d.columns, d.quoting)
@@ -56,16 +64,18 @@ def prepare_data_and_model(config: RunConfig, log_progress: bool = True, pairs=N
     """(encoder, tokenised examples, train data, held-out data). With ``data.cache_dir`` a second
     run on the same data, tokenizer and settings loads the examples instead of rebuilding them
     (files only: in-memory ``pairs`` have no content key, so they are always tokenised afresh)."""
-    from sbert_nli.data.examples import mnr_examples, softmax_examples
+    from sbert_nli.data.examples import build_examples
+    from sbert_nli.data.shapes import data_shape
     from sbert_nli.model import TINY_BERT
 
-    if not config.data.cache_dir or config.model.name == TINY_BERT or pairs is not None:  # tiny-bert: vocab from texts
+    # tiny-bert's vocab needs the texts; the examples cache holds NLI (pair-class) data only.
+    if (not config.data.cache_dir or config.model.name == TINY_BERT or config.train.loss in ("cosine", "cosent")
+            or pairs is not None):
         data, heldout = load_training_data(config, pairs)
         if log_progress:
-            log.info("data: %s", data.report())
+            log.info("data (%s): %s", data_shape(data), data.report())
         encoder = build_encoder(config, data)
-        build = softmax_examples if config.train.loss == "softmax" else mnr_examples
-        return encoder, build(data, encoder.tokenizer, encoder.max_seq_length), data, heldout
+        return encoder, build_examples(data, config.train.loss, encoder.tokenizer, encoder.max_seq_length), data, heldout
     encoder = build_encoder(config, None)
     examples, data, heldout = cached_examples(config, encoder, log_progress)
     return encoder, examples, data, heldout
@@ -76,13 +86,14 @@ def cached_examples(config: RunConfig, encoder, log_progress: bool = True):
     from dataclasses import asdict
 
     from sbert_nli.data import cache
-    from sbert_nli.data.examples import mnr_examples, softmax_examples
+    from sbert_nli.data.examples import build_examples
     from sbert_nli.data.nli import NLIData, SourceReport
+    from sbert_nli.data.shapes import data_shape
 
     d, t = config.data, config.train
     key = cache.cache_key(d.train + ([d.eval_nli] if d.eval_nli else []), {
         "columns": d.columns, "quoting": d.quoting, "holdout": d.holdout_fraction, "seed": t.seed, "max_pairs": d.max_train_pairs,
-        "synthetic": d.synthetic_pairs, "loss": t.loss, "max_len": encoder.max_seq_length,
+        "synthetic": d.synthetic_pairs, "loss": t.loss, "shape": d.shape, "max_len": encoder.max_seq_length,
         "tokenizer": encoder.tokenizer.backend_tokenizer.to_str()})
     hit = cache.load(d.cache_dir, key)
     if hit is not None:
@@ -96,9 +107,10 @@ def cached_examples(config: RunConfig, encoder, log_progress: bool = True):
         return examples, data, heldout
     data, heldout = load_training_data(config)
     if log_progress:
-        log.info("data: %s", data.report())
-    build = softmax_examples if t.loss == "softmax" else mnr_examples
-    examples = build(data, encoder.tokenizer, encoder.max_seq_length)
+        log.info("data (%s): %s", data_shape(data), data.report())
+    examples = build_examples(data, t.loss, encoder.tokenizer, encoder.max_seq_length)
+    if data_shape(data) != "pair-class":  # the cache's metadata describes NLI data only: pairs and triplets are rebuilt
+        return examples, data, heldout
     cache.save(d.cache_dir, key, examples, {
         "train_labels": data.label.tolist(), "sources": [asdict(s) for s in data.sources],
         "heldout": None if heldout is None else {"premise": heldout.premise, "hypothesis": heldout.hypothesis,

@@ -154,11 +154,15 @@ CITATION = """@inproceedings{reimers-2019-sentence-bert,
 def write_training_report(out: Path, config, data, results: dict) -> None:
     """metrics plot + README.md model card in the output folder."""
     from sbert_nli.config import to_toml
+    from sbert_nli.data.shapes import describe
 
     has_plot = plot_training_curves(out / "metrics.jsonl", out / "training_curves.png")
     m, t = config.model, config.train
     rows = [{"source": s.name, "rows": s.rows, "kept": s.kept, "dropped (no gold)": s.dropped_no_gold,
              "dropped (empty)": s.dropped_empty} for s in data.sources]
+    if any(getattr(s, "note", "") for s in data.sources):  # e.g. how scores were normalised
+        for row, source in zip(rows, data.sources):
+            row["note"] = getattr(source, "note", "")
     metric_rows = []
     if "dev_spearman" in results:
         metric_rows.append({"metric": f"STS dev Spearman x100 (cosine) on {config.data.eval_sts}", "value": results["dev_spearman"]})
@@ -166,8 +170,11 @@ def write_training_report(out: Path, config, data, results: dict) -> None:
         metric_rows.append({"metric": f"held-out NLI accuracy ({results['heldout_nli']['pairs']} pairs)",
                             "value": results["heldout_accuracy"] * 100})
         metric_rows.append({"metric": "held-out NLI macro-F1", "value": results["heldout_nli"]["macro_f1"] * 100})
-    loss_name = "softmax classification over (" + ", ".join(t.head_features) + ")" if t.loss == "softmax" \
-        else f"Multiple Negatives Ranking (scale {t.mnr_scale}{', symmetric' if t.mnr_symmetric else ''})"
+    loss_name = {
+        "softmax": "softmax classification over (" + ", ".join(t.head_features) + ")",
+        "mnr": f"Multiple Negatives Ranking (scale {t.mnr_scale}{', symmetric' if t.mnr_symmetric else ''})",
+        "cosine": "cosine similarity regression (MSE against the 0-1 gold score, SBERT paper)",
+        "cosent": f"CoSENT (scale {t.cosent_scale})"}[t.loss]
     card = f"""---
 library_name: sentence-transformers
 pipeline_tag: sentence-similarity
@@ -177,7 +184,7 @@ tags: [sentence-transformers, sentence-similarity, sbert-nli]
 
 - **Base model:** `{m.name}` ({results.get('pooling', m.pooling or 'mean')} pooling, max_seq_length {results.get('max_seq_length', m.max_seq_length)})
 - **Loss:** {loss_name}
-- **Training data:** {len(data)} NLI pairs ({', '.join(f'{k} {v}' for k, v in data.label_counts().items())}); {results.get('examples', '')}
+- **Training data:** {describe(data)}; {results.get('examples', '')}
 - **Steps:** {results.get('steps')} optimiser steps, batch {t.batch_size} x accumulation {t.grad_accum}, lr {t.lr}, warm-up {t.warmup_ratio:.0%}, precision {results.get('precision', t.precision)}, engine {results.get('engine', t.engine)}
 
 ## Data

@@ -210,7 +210,8 @@ def _truncate(flat: np.ndarray, lengths: np.ndarray, room: int) -> tuple[np.ndar
     return flat[position < room], np.minimum(lengths, room)
 
 
-def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, split_cost: int = 0):
+def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, split_cost: int = 0,
+            n_chunks: int = 1):
     """Token rows for the texts of ``columns`` (text ids) and, per column, each entry's row.
 
     Returns ``(chunks, positions)``: ``chunks`` is a list of padded ``(input_ids, attention_mask)``
@@ -219,7 +220,9 @@ def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, sp
     hypotheses, a sentence that is both anchor and negative) is encoded once. With ``split_cost`` > 0
     rows are sorted by length and cut into chunks where that saves more padded tokens than
     ``split_cost`` tokens per extra chunk (a premise is often twice as long as its hypotheses, so one
-    padded block wastes a third of the batch)."""
+    padded block wastes a third of the batch). ``n_chunks`` > 1 cuts the rows into that many
+    contiguous chunks of near-equal row counts (after any length sort), each then split as above:
+    the chunks a cached (GradCache) step encodes one at a time."""
     every = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
     if dedup:
         rows, inverse = np.unique(every, return_inverse=True)
@@ -231,9 +234,11 @@ def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, sp
         rank = np.empty_like(order)
         rank[order] = np.arange(len(order))
         inverse = rank[inverse]
-        bounds = _split_points(store.lengths[rows], split_cost)
-    else:
-        bounds = [0, len(rows)]
+    bounds = [0]
+    for part in np.array_split(np.arange(len(rows)), max(1, min(n_chunks, len(rows)))):
+        start = int(part[0]) if len(part) else bounds[-1]
+        cuts = _split_points(store.lengths[rows[part]], split_cost) if split_cost > 0 and len(part) > 1 else [0, len(part)]
+        bounds += [start + c for c in cuts[1:]]
     positions, start = [], 0
     for column in columns:
         positions.append(inverse[start : start + len(column)])

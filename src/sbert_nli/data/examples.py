@@ -1,8 +1,10 @@
-"""Training examples at the token level: NLI text -> interned, pre-tokenised examples + batches.
+"""Training examples at the token level: text -> interned, pre-tokenised examples + batches.
 
 Softmax: one example per (premise, hypothesis, label) pair.
-MNR: one example per (premise, entailed hypothesis); its hard negative is a contradicting hypothesis
-of the same premise when one exists (round-robin over them), else none.
+MNR on NLI: one example per (premise, entailed hypothesis); its hard negative is a contradicting
+hypothesis of the same premise when one exists (round-robin over them), else none.
+MNR on pairs / triplets: one example per row (anchor, positive[, negative]).
+Score (cosine, CoSENT): one example per scored pair, the score in ``labels`` (float32, 0-1).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 
 from sbert_nli.data.batching import TokenStore, epoch_batches, intern, no_duplicate_batches
 from sbert_nli.data.nli import NLIData
+from sbert_nli.data.shapes import TextData, data_shape
 from sbert_nli.errors import SbertNliError
 
 log = logging.getLogger("sbert_nli")
@@ -35,9 +38,9 @@ def check_mnr_negatives(batches: list[np.ndarray], negative: np.ndarray) -> None
 
 @dataclass
 class Examples:
-    kind: str  # "softmax" or "mnr"
+    kind: str  # "softmax", "mnr" or "score"
     store: TokenStore
-    roles: dict[str, np.ndarray]  # softmax: a, b; mnr: anchor, positive, negative (-1 = none)
+    roles: dict[str, np.ndarray]  # softmax, score: a, b; mnr: anchor, positive, negative (-1 = none)
     labels: np.ndarray | None = None
     note: str = ""
 
@@ -88,10 +91,16 @@ def mnr_triplets(premise: list, hypothesis: list, labels: list) -> tuple[list, l
     return anchors, positives, negatives
 
 
-def mnr_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
-    texts, (premise, hypothesis) = intern(data.premise, data.hypothesis)
-    anchors, positives, negatives = mnr_triplets(premise.tolist(), hypothesis.tolist(), data.label.tolist())
-    negatives = [-1 if n is None else n for n in negatives]
+def mnr_examples(data: NLIData | TextData, tokenizer, max_len: int) -> Examples:
+    """MNR examples from NLI pairs (triplets built from the labels) or from pairs / triplets."""
+    if data_shape(data) == "pair-class":
+        texts, (premise, hypothesis) = intern(data.premise, data.hypothesis)
+        anchors, positives, negatives = mnr_triplets(premise.tolist(), hypothesis.tolist(), data.label.tolist())
+        negatives = [-1 if n is None else n for n in negatives]
+    else:
+        texts, ids = intern(*data.texts.values())
+        anchors, positives = ids[0], ids[1]
+        negatives = ids[2] if len(ids) > 2 else np.full(len(anchors), -1, dtype=np.int64)
     negatives_arr = np.asarray(negatives, dtype=np.int64)
     # Only the texts MNR uses are tokenised.
     used = np.unique(np.concatenate([anchors, positives, negatives_arr[negatives_arr >= 0]]).astype(np.int64))
@@ -107,3 +116,20 @@ def mnr_examples(data: NLIData, tokenizer, max_len: int) -> Examples:
     note = (f"{len(anchors)} (anchor, positive) examples: {len(anchors) - without} triplets with a hard negative, "
             f"{without} pairs without one")
     return Examples("mnr", store, roles, None, note)
+
+
+def score_examples(data: TextData, tokenizer, max_len: int) -> Examples:
+    """One example per scored pair (sentence1, sentence2); the normalised score is its label."""
+    texts, (a, b) = intern(data.texts["sentence1"], data.texts["sentence2"])
+    store = TokenStore.build(texts, tokenizer, max_len)
+    note = f"{len(a)} scored pairs over {len(texts)} distinct sentences"
+    return Examples("score", store, {"a": a, "b": b}, data.score.astype(np.float32), note)
+
+
+def build_examples(data: NLIData | TextData, loss: str, tokenizer, max_len: int) -> Examples:
+    """The examples ``loss`` trains on (``data.shapes.check_loss_shape`` has accepted the shape)."""
+    if loss == "softmax":
+        return softmax_examples(data, tokenizer, max_len)
+    if loss == "mnr":
+        return mnr_examples(data, tokenizer, max_len)
+    return score_examples(data, tokenizer, max_len)

@@ -18,9 +18,11 @@ Batch semantics: ``batch_size`` is per device; one optimiser step consumes a glo
 ``batch_size x world_size x grad_accum`` examples drawn by one sampler that every rank computes
 identically from (seed, epoch). Micro-batch (rank r, accumulation k) is slice ``k*world + r`` of it,
 and each micro-loss is weighted by its share of the global batch, so for a loss that is a mean over
-independent examples (softmax) the update equals a single process's update on the global batch.
-For MNR it does not: in-batch negatives come from the micro-batch only (``mnr_gather_across_ranks``
-widens them across ranks, not across accumulation steps). The schedule counts optimiser steps.
+independent examples (softmax, cosine) the update equals a single process's update on the global
+batch. MNR and CoSENT couple the examples of a batch (in-batch negatives, one ranking), so with
+``grad_accum`` K > 1 they use :func:`cached_optimiser_step` instead: each rank's K micro-batches are
+encoded as K chunks of one batch (GradCache, ``gradcache.py``), which gives exactly the update of the
+K-times larger batch. The schedule counts optimiser steps.
 """
 
 from __future__ import annotations
@@ -168,6 +170,47 @@ def optimiser_step(run: Run, index: np.ndarray) -> StepResult:
             scaled = loss.float() * weight
             run.scaler.scale(scaled).backward()
         step_loss += scaled.detach() / d.world  # this rank's share of the global mean
+    _apply_gradients(run)
+    return StepResult(step_loss, sum(len(p) for p in micro[d.rank::d.world]), tokens)
+
+
+BATCH_COUPLED_LOSSES = ("mnr", "cosent")  # a batch's examples enter each other's loss terms
+
+
+def cached_optimiser_step(run: Run, index: np.ndarray) -> StepResult:
+    """One optimiser step for a batch-coupled loss with ``grad_accum`` K > 1 (GradCache): this rank's
+    share of the global batch (``batch_size x K`` examples) is one batch, its distinct sentences
+    encoded in K chunks; the loss sees every example of it (MNR: all of them are candidates; with
+    ``mnr_gather_across_ranks`` every rank's too), at the activation memory of one chunk. Same
+    update as ``grad_accum`` 1 with a K-times larger ``batch_size`` (tested)."""
+    from sbert_nli.gradcache import cached_backward
+    from sbert_nli.precision import autocast
+
+    t, d = run.config.train, run.dist
+    part = np.array_split(index, d.world)[d.rank]
+    weight = len(part) * d.world / len(index)
+    chunks, positions, labels, tokens = make_batch(run.examples, part, t.dedup_batch, run.device,
+                                                   t.split_padding_cost, n_chunks=t.grad_accum)
+    objective = run.model.module if d.world > 1 else run.model
+
+    def encode(chunk):  # through the (DDP-wrapped) module, so DDP sees each chunk's backward
+        with autocast(run.device.type, run.precision):
+            return run.model([chunk])
+
+    def backward(loss):
+        run.scaler.scale(loss.float() * weight).backward()
+
+    def sync(last: bool):  # DDP all-reduces once, after the last chunk
+        return contextlib.nullcontext() if last or d.world == 1 else run.model.no_sync()
+
+    loss = cached_backward(encode, chunks, lambda emb: objective.loss_of(emb, positions, labels), backward, sync)
+    _apply_gradients(run)
+    return StepResult(loss.float() * weight / d.world, len(part), tokens)
+
+
+def _apply_gradients(run: Run) -> None:
+    """After the backward passes: unscale (fp16), clip, step, schedule, zero."""
+    t = run.config.train
     run.scaler.unscale_(run.optimizer)
     if t.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(run.clipped, t.max_grad_norm)
@@ -177,7 +220,6 @@ def optimiser_step(run: Run, index: np.ndarray) -> StepResult:
     run.optimizer.zero_grad(set_to_none=True)
     if run.grad_buffer is not None:
         run.grad_buffer.reset()
-    return StepResult(step_loss, sum(len(p) for p in micro[d.rank::d.world]), tokens)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -262,8 +304,9 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         log.info("examples: %s; %d sentence(s) truncated to %d tokens", examples.note, examples.store.truncated,
                  encoder.max_seq_length)
     global_batch = t.batch_size * dist_info.world * t.grad_accum
+    cached = t.grad_accum > 1 and t.loss in BATCH_COUPLED_LOSSES
     run = Run(config, dist_info, device, precision, out, encoder, loss_fn, model, examples, data, heldout, sts_dev,
-              None, None, None, [], 0, global_batch, optimiser_step=optimiser_step)
+              None, None, None, [], 0, global_batch, optimiser_step=cached_optimiser_step if cached else optimiser_step)
     steps_per_epoch = len(run.batches(0))  # epoch 0's batches count the steps and are then trained on
     if steps_per_epoch == 0:
         raise SbertNliError(f"{len(examples)} training examples is less than one global batch of {global_batch}")
@@ -276,21 +319,18 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
 
 def _build_objective(config: RunConfig, encoder, device: torch.device, dist_info: Dist):
     """The loss module (seeded head for softmax) and the module the loop calls (DDP-wrapped if needed)."""
-    from sbert_nli.losses import MultipleNegativesRankingLoss, SoftmaxLoss
+    from sbert_nli.losses import build_loss
 
     t = config.train
-    if t.loss == "softmax":
-        torch.manual_seed(t.seed)  # the head's init depends on the seed only (both engines share it)
-        loss_fn = SoftmaxLoss(encoder.dim, features=tuple(t.head_features))
-    else:
-        loss_fn = MultipleNegativesRankingLoss(t.mnr_scale, t.mnr_symmetric)
+    torch.manual_seed(t.seed)  # the softmax head's init depends on the seed only (both engines share it)
+    loss_fn = build_loss(t.loss, encoder.dim, t.head_features, t.mnr_scale, t.mnr_symmetric, t.cosent_scale)
     loss_fn.to(device)
     gather = None
     if t.loss == "mnr" and t.mnr_gather_across_ranks and dist_info.world > 1:
         from sbert_nli.distributed import gather_candidates
 
         gather = gather_candidates
-    model = Objective(encoder, loss_fn, t.loss, gather)
+    model = Objective(encoder, loss_fn, "mnr" if t.loss == "mnr" else "pairs", gather)
     if dist_info.world > 1:
         model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -345,20 +385,28 @@ def param_groups(modules, weight_decay: float) -> list[dict]:
 
 
 class Objective(torch.nn.Module):
-    """Encoder + loss as one module, so DDP syncs the head's gradients with the encoder's."""
+    """Encoder + loss as one module, so DDP syncs the head's gradients with the encoder's.
+
+    ``kind`` "mnr": the loss takes (anchor, positive, negative rows, gather); otherwise ("pairs":
+    softmax, cosine, CoSENT) it takes (first rows, second rows, labels or scores). Without
+    ``positions`` the module only encodes (a GradCache pass) and returns the ``[N, D]`` embeddings."""
 
     def __init__(self, encoder, loss, kind: str, gather=None):
         super().__init__()
         self.encoder, self.loss, self.kind, self.gather = encoder, loss, kind, gather
 
-    def forward(self, chunks, positions, labels=None):
+    def forward(self, chunks, positions=None, labels=None):
         emb = torch.cat([self.encoder(ids, mask) for ids, mask in chunks]) if len(chunks) > 1 else self.encoder(*chunks[0])
-        if self.kind == "softmax":
-            return self.loss(emb, positions[0], positions[1], labels)
-        return self.loss(emb, positions[0], positions[1], positions[2], gather=self.gather)
+        return emb if positions is None else self.loss_of(emb, positions, labels)
+
+    def loss_of(self, emb, positions, labels=None):
+        if self.kind == "mnr":
+            return self.loss(emb, positions[0], positions[1], positions[2], gather=self.gather)
+        return self.loss(emb, positions[0], positions[1], labels)
 
 
-def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device, split_cost: int = 0):
+def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device, split_cost: int = 0,
+               n_chunks: int = 1):
     """Token chunks, per-role rows and labels for the examples ``index`` (see data.batching.collate),
     and the number of real (non-padding) tokens."""
     from sbert_nli.data.batching import collate
@@ -367,7 +415,7 @@ def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device, s
     columns = [r[index] for r in roles]
     if examples.kind == "mnr":
         columns[2] = columns[2][columns[2] >= 0]  # every hard negative of the batch is a candidate
-    chunks, positions = collate(examples.store, columns, dedup, split_cost)
+    chunks, positions = collate(examples.store, columns, dedup, split_cost, n_chunks)
     labels = _to_device(examples.labels[index], device) if examples.labels is not None else None
     tokens = sum(int(mask.sum()) for _, mask in chunks)
     return ([(_to_device(ids, device), _to_device(mask, device)) for ids, mask in chunks],

@@ -1,6 +1,8 @@
 """The sentence-transformers engine: the same config, data, hyper-parameters and output folder,
-trained by ``SentenceTransformerTrainer`` with ``losses.SoftmaxLoss`` or
-``losses.MultipleNegativesRankingLoss`` (current API, not the deprecated ``model.fit``).
+trained by ``SentenceTransformerTrainer`` with the library's loss of the same name as ours:
+``SoftmaxLoss``, ``MultipleNegativesRankingLoss`` (``CachedMultipleNegativesRankingLoss`` with
+``grad_accum`` > 1: one batch of ``batch_size x grad_accum``, as our GradCache step),
+``CosineSimilarityLoss`` or ``CoSENTLoss`` (current API, not the deprecated ``model.fit``).
 
 Everything the library would otherwise choose silently is set from our config: learning rate,
 warm-up, weight decay, gradient clipping, batch size, seed, precision, scheduler. The model starts
@@ -53,6 +55,13 @@ class _FixedOrderBatchSampler:
 def _st_dataset(examples_kind: str, data):
     import datasets
 
+    from sbert_nli.data.shapes import data_shape, describe_shape
+
+    if data_shape(data) != "pair-class":  # pairs, triplets, scored pairs: the library's own column layouts
+        columns = dict(data.texts)
+        if data.score is not None:
+            columns["score"] = data.score.astype("float32").tolist()
+        return datasets.Dataset.from_dict(columns), f"{len(data)} {describe_shape(data.shape)}"
     if examples_kind == "softmax":
         return datasets.Dataset.from_dict({"premise": data.premise, "hypothesis": data.hypothesis,
                                            "label": data.label.tolist()}), f"{len(data)} pairs"
@@ -123,6 +132,9 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
     from sbert_nli.prepare import build_encoder, load_training_data
 
     t = config.train
+    if t.loss == "cosent" and t.grad_accum > 1:
+        raise SbertNliError("the sentence-transformers engine has no cached CoSENT, so --grad-accum would split the "
+                            "batch's ranking into smaller ones; use --engine native (GradCache) or --grad-accum 1")
     features = tuple(t.head_features)
     if t.loss == "softmax" and (features != tuple(f for f in CANONICAL if f in features) or ("u" in features) != ("v" in features)):
         raise SbertNliError(f"the sentence-transformers engine concatenates (u, v, |u-v|, u*v) in that order with u and v "
@@ -198,9 +210,11 @@ def _training_args(t, folder: Path, precision: str, device, progress: bool, samp
     """Every setting the HF Trainer would otherwise choose silently, from our config."""
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
+    # MNR with accumulation: the library's cached MNR over the whole batch of batch_size x grad_accum.
+    per_device, accumulation = (t.batch_size * t.grad_accum, 1) if _cached_mnr(t) else (t.batch_size, t.grad_accum)
     return SentenceTransformerTrainingArguments(
         output_dir=str(folder), num_train_epochs=t.epochs, max_steps=t.max_steps or -1,
-        per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=accumulation,
         learning_rate=t.lr, lr_scheduler_type="linear", warmup_steps=t.warmup_ratio,
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
         seed=t.seed, data_seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
@@ -227,8 +241,20 @@ def _st_loss(t, model, dim: int, device):
         torch.manual_seed(t.seed)  # the same head initialisation as the native trainer
         loss.classifier.load_state_dict(SoftmaxLoss(dim, features=features).classifier.state_dict())
         return loss.to(device), BatchSamplers.BATCH_SAMPLER
-    cls = st_losses.MultipleNegativesSymmetricRankingLoss if t.mnr_symmetric else st_losses.MultipleNegativesRankingLoss
-    return cls(model, scale=t.mnr_scale), BatchSamplers.NO_DUPLICATES
+    if t.loss == "cosine":
+        return st_losses.CosineSimilarityLoss(model), BatchSamplers.BATCH_SAMPLER
+    if t.loss == "cosent":
+        return st_losses.CoSENTLoss(model, scale=t.cosent_scale), BatchSamplers.BATCH_SAMPLER
+    directions = {"directions": ("query_to_doc", "doc_to_query"), "partition_mode": "per_direction"} \
+        if t.mnr_symmetric else {}
+    if _cached_mnr(t):  # GradCache: chunks of batch_size sentences per column
+        return (st_losses.CachedMultipleNegativesRankingLoss(model, scale=t.mnr_scale, mini_batch_size=t.batch_size,
+                                                             **directions), BatchSamplers.NO_DUPLICATES)
+    return st_losses.MultipleNegativesRankingLoss(model, scale=t.mnr_scale, **directions), BatchSamplers.NO_DUPLICATES
+
+
+def _cached_mnr(t) -> bool:
+    return t.loss == "mnr" and t.grad_accum > 1
 
 
 def _finish(config, out: Path, data, heldout, sts_dev, trained, head, history, results: dict, device) -> None:
