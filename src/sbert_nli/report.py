@@ -283,16 +283,17 @@ def suite_summary_line(result: dict) -> str:
     return line
 
 
-def save_suite_bars(path: str | Path, results: list[dict], labels: list[str]) -> None:
-    """Grouped bar chart: one group per set (paper order, then Avg), one bar per model; a set that
-    was not evaluated has no bar and an "n/a" mark."""
+def suite_bars_figure(results: list[dict], labels: list[str]):
+    """Grouped bar chart as a ``matplotlib.figure.Figure`` (no pyplot state): one group per set (paper
+    order, then Avg), one bar per model; a set that was not evaluated has no bar and an "n/a" mark."""
+    from matplotlib.figure import Figure
+
     from sbert_nli.sts_suite import SUITE_SETS
 
-    plt = _plt()
     columns = [*SUITE_SETS, "Avg"]
     width = 0.8 / max(len(results), 1)
-    fig, ax = plt.subplots(figsize=(max(8.0, 1.1 * len(columns) * max(1, len(results)) ** 0.5 + 2), 4.2),
-                           layout="constrained")
+    fig = Figure(figsize=(max(8.0, 1.1 * len(columns) * max(1, len(results)) ** 0.5 + 2), 4.2), layout="constrained")
+    ax = fig.subplots()
     x = np.arange(len(columns))
     for i, (label, result) in enumerate(zip(labels, results)):
         values = [result["scores"][c] for c in columns]
@@ -306,8 +307,12 @@ def save_suite_bars(path: str | Path, results: list[dict], labels: list[str]) ->
     ax.set_ylabel("Spearman x100 (cosine)")
     ax.set_title(f"STS suite, aggregation '{results[0]['aggregation']}'", fontsize=10)
     ax.legend(fontsize=7)
-    fig.savefig(path, dpi=HEATMAP_DPI)
-    plt.close(fig)
+    return fig
+
+
+def save_suite_bars(path: str | Path, results: list[dict], labels: list[str]) -> None:
+    """Write :func:`suite_bars_figure` as a PNG."""
+    suite_bars_figure(results, labels).savefig(path, dpi=HEATMAP_DPI)
 
 
 def suite_card_section(result: dict) -> str:
