@@ -87,7 +87,8 @@ d = init_distributed()
 with Interrupt(d) as interrupt:
     if d.rank == 1:
         os.kill(os.getpid(), signal.SIGINT)  # only rank 1 is told
-    print(d.rank, interrupt.agreed(), flush=True)
+    sys.stdout.write(f"{{d.rank}} {{interrupt.agreed()}}\n")  # one write: print() may interleave with the other rank's
+    sys.stdout.flush()
 dist.destroy_process_group()
 """
 
