@@ -58,10 +58,3 @@ def autocast(device_type: str, precision: str):
     if precision in DTYPES:
         return torch.autocast(device_type=device_type, dtype=DTYPES[precision])
     return contextlib.nullcontext()
-
-
-def grad_scaler(precision: str, device: torch.device):
-    """A GradScaler for fp16 only (bf16 has fp32's exponent range and needs none)."""
-    if precision == "fp16":
-        return torch.amp.GradScaler(device.type)
-    return None
