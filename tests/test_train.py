@@ -145,3 +145,22 @@ def test_auto_precision_picks_bf16_only_where_native(monkeypatch):
     monkeypatch.setattr(precision, "_cpu_has_native_bf16", lambda: False)
     assert precision.resolve_precision("auto", cpu) == "fp32"
     assert precision.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_native_training_never_imports_sentence_transformers(tmp_path):
+    """Whole-process overhead (issue 18): `import sentence_transformers` costs 2-8 s (it pulls sklearn,
+    datasets, pandas); the native engine and saving a loadable folder need none of it. Fails before:
+    SentenceEncoder.save imported it to read its version."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from sbert_nli.cli import main; "
+            f"code = main(['-q', 'train', '--preset', 'smoke', '--set', 'train.max_steps=2', '--output', r'{tmp_path / 'm'}', "
+            "'--no-progress']); "
+            "assert code == 0, code; "
+            "assert 'sentence_transformers' not in sys.modules, 'imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    config = json.loads((tmp_path / "m" / "config_sentence_transformers.json").read_text())
+    from importlib.metadata import version
+
+    assert config["__version__"]["sentence_transformers"] == version("sentence-transformers")

@@ -143,12 +143,17 @@ class SentenceEncoder(nn.Module):
         _write_json(folder / "modules.json", modules)
         _write_json(folder / "sentence_bert_config.json",
                     {"max_seq_length": self.max_seq_length, "do_lower_case": self.do_lower_case})
-        import sentence_transformers
-        import transformers
+        # Versions from package metadata: importing sentence_transformers only to read its version
+        # costs seconds (it pulls sklearn, datasets, ...) at the end of every training run.
+        from importlib.metadata import PackageNotFoundError, version
 
+        try:
+            st_version = version("sentence-transformers")
+        except PackageNotFoundError:  # the folder stays loadable; the field is informational
+            st_version = None
         _write_json(folder / "config_sentence_transformers.json", {
-            "__version__": {"sentence_transformers": sentence_transformers.__version__,
-                            "transformers": transformers.__version__, "pytorch": torch.__version__},
+            "__version__": {"sentence_transformers": st_version,
+                            "transformers": version("transformers"), "pytorch": torch.__version__},
             "prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine",
         })
         (folder / "1_Pooling").mkdir(exist_ok=True)
