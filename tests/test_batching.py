@@ -96,19 +96,23 @@ def test_length_split_chunks_cut_padding_and_keep_rows():
 
 
 def test_speed_switches_do_not_change_the_loss_of_a_batch(tiny_encoder):
-    """fp32: dedup on/off (and the padding width grouping causes) give the same loss for a fixed batch."""
+    """fp32: dedup on/off, length splits and bucketing (pad_to_multiple_of: the padding width changes)
+    give the same loss for a fixed batch."""
     d = synthetic_nli(300, seed=0)
     ex = softmax_examples(d, tiny_encoder.tokenizer, 32)
     head = SoftmaxLoss(tiny_encoder.dim)
     index = np.arange(0, 48)
-    losses = []
+    losses, widths = [], set()
     for dedup in (True, False):
         for split in (0, 4):
-            chunks, pos, labels, _ = make_batch(ex, index, dedup, torch.device("cpu"), split)
-            with torch.no_grad():
-                emb = torch.cat([tiny_encoder(ids, mask) for ids, mask in chunks])
-                losses.append(head(emb, pos[0], pos[1], labels).item())
-    assert len(losses) == 4 and max(losses) - min(losses) <= 1e-6
+            for multiple in (0, 8):
+                chunks, pos, labels, _ = make_batch(ex, index, dedup, torch.device("cpu"), split, pad_multiple=multiple)
+                widths |= {(multiple, ids.shape[1]) for ids, _ in chunks}
+                with torch.no_grad():
+                    emb = torch.cat([tiny_encoder(ids, mask) for ids, mask in chunks])
+                    losses.append(head(emb, pos[0], pos[1], labels).item())
+    assert len(losses) == 8 and max(losses) - min(losses) <= 1e-6
+    assert all(w % 8 == 0 for m, w in widths if m == 8) and any(w % 8 for m, w in widths if m == 0)
     mnr = mnr_examples(d, tiny_encoder.tokenizer, 32)
     assert "100 (anchor, positive) examples: 100 triplets" in mnr.note
 

@@ -105,6 +105,7 @@ class TrainConfig:
     fused_adamw: bool = True
     embedding_grad_buffer: bool = True  # word-embedding gradient added in place, only used rows reset (single process)
     reuse_host_memory: bool = True  # CPU, CLI only: keep freed memory mapped (process-wide, one-way; see host_memory.py)
+    pad_to_multiple_of: int = 0  # bucketing: chunk widths rounded up to a multiple (0 = off; with compile: fewer shapes)
     compile: bool = False
     # Evaluation, logging and checkpoints.
     eval_every: int = 0  # steps between STS dev evaluations (0 = only at the end)
@@ -327,6 +328,7 @@ def validate(config: RunConfig) -> RunConfig:
     check(t.eval_every >= 0 and t.save_every >= 0 and t.log_every >= 1,
           "train.eval_every and train.save_every must be >= 0 and train.log_every >= 1")
     check(t.split_padding_cost >= 0, f"train.split_padding_cost must be >= 0, got {t.split_padding_cost}")
+    check(t.pad_to_multiple_of >= 0, f"train.pad_to_multiple_of must be >= 0, got {t.pad_to_multiple_of}")
     check(t.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {t.keep_checkpoints}")
     check(t.precision in PRECISIONS, f"train.precision must be one of {', '.join(PRECISIONS)}, got {t.precision!r}")
     check(t.loss in LOSSES, f"train.loss must be one of {', '.join(LOSSES)}, got {t.loss!r}")

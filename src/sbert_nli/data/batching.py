@@ -83,11 +83,16 @@ class TokenStore:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         return cls(flat, offsets, int(pad_id), truncated, np.flatnonzero(over) if truncated else None)
 
-    def pad(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(input_ids, attention_mask) as int64 arrays padded to the longest row (dynamic padding)."""
+    def pad(self, rows: np.ndarray, multiple: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(input_ids, attention_mask) as int64 arrays [len(rows), width], padded to the longest row
+        (dynamic padding), or with ``multiple`` > 0 to that length rounded up to a multiple of it
+        (bucketing: a fixed set of widths, so shapes repeat for compiled kernels; the padded positions
+        are masked, so the embeddings are the same)."""
         starts, ends = self.offsets[rows], self.offsets[rows + 1]
         lengths = ends - starts
         width = int(lengths.max()) if len(rows) else 0
+        if multiple > 0:
+            width = -(-width // multiple) * multiple
         mask = np.arange(width)[None, :] < lengths[:, None]
         input_ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
         input_ids[mask] = np.concatenate([self.ids[s:e] for s, e in zip(starts, ends)])
@@ -211,7 +216,7 @@ def _truncate(flat: np.ndarray, lengths: np.ndarray, room: int) -> tuple[np.ndar
 
 
 def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, split_cost: int = 0,
-            n_chunks: int = 1):
+            n_chunks: int = 1, pad_multiple: int = 0):
     """Token rows for the texts of ``columns`` (text ids) and, per column, each entry's row.
 
     Returns ``(chunks, positions)``: ``chunks`` is a list of padded ``(input_ids, attention_mask)``
@@ -222,7 +227,8 @@ def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, sp
     ``split_cost`` tokens per extra chunk (a premise is often twice as long as its hypotheses, so one
     padded block wastes a third of the batch). ``n_chunks`` > 1 cuts the rows into that many
     contiguous chunks of near-equal row counts (after any length sort), each then split as above:
-    the chunks a cached (GradCache) step encodes one at a time."""
+    the chunks a cached (GradCache) step encodes one at a time. ``pad_multiple`` > 0 rounds each
+    chunk's width up to a multiple of it (``TokenStore.pad``)."""
     every = np.concatenate(columns) if columns else np.zeros(0, dtype=np.int64)
     if dedup:
         rows, inverse = np.unique(every, return_inverse=True)
@@ -243,7 +249,7 @@ def collate(store: TokenStore, columns: list[np.ndarray], dedup: bool = True, sp
     for column in columns:
         positions.append(inverse[start : start + len(column)])
         start += len(column)
-    chunks = [store.pad(rows[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    chunks = [store.pad(rows[a:b], pad_multiple) for a, b in zip(bounds[:-1], bounds[1:])]
     return chunks, positions
 
 

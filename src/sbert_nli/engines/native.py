@@ -161,7 +161,7 @@ def optimiser_step(run: Run, index: np.ndarray) -> StepResult:
         part = micro[k * d.world + d.rank]
         weight = len(part) * d.world / len(index)
         chunks, positions, labels, n_tokens = make_batch(run.examples, part, t.dedup_batch, run.device,
-                                                         t.split_padding_cost)
+                                                         t.split_padding_cost, pad_multiple=t.pad_to_multiple_of)
         tokens += n_tokens
         last = k == t.grad_accum - 1
         with run.model.no_sync() if (d.world > 1 and not last) else contextlib.nullcontext():
@@ -190,7 +190,8 @@ def cached_optimiser_step(run: Run, index: np.ndarray) -> StepResult:
     part = np.array_split(index, d.world)[d.rank]
     weight = len(part) * d.world / len(index)
     chunks, positions, labels, tokens = make_batch(run.examples, part, t.dedup_batch, run.device,
-                                                   t.split_padding_cost, n_chunks=t.grad_accum)
+                                                   t.split_padding_cost, n_chunks=t.grad_accum,
+                                                   pad_multiple=t.pad_to_multiple_of)
     objective = run.model.module if d.world > 1 else run.model
 
     def encode(chunk):  # through the (DDP-wrapped) module, so DDP sees each chunk's backward
@@ -406,7 +407,7 @@ class Objective(torch.nn.Module):
 
 
 def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device, split_cost: int = 0,
-               n_chunks: int = 1):
+               n_chunks: int = 1, pad_multiple: int = 0):
     """Token chunks, per-role rows and labels for the examples ``index`` (see data.batching.collate),
     and the number of real (non-padding) tokens."""
     from sbert_nli.data.batching import collate
@@ -415,7 +416,7 @@ def make_batch(examples, index: np.ndarray, dedup: bool, device: torch.device, s
     columns = [r[index] for r in roles]
     if examples.kind == "mnr":
         columns[2] = columns[2][columns[2] >= 0]  # every hard negative of the batch is a candidate
-    chunks, positions = collate(examples.store, columns, dedup, split_cost, n_chunks)
+    chunks, positions = collate(examples.store, columns, dedup, split_cost, n_chunks, pad_multiple)
     labels = _to_device(examples.labels[index], device) if examples.labels is not None else None
     tokens = sum(int(mask.sum()) for _, mask in chunks)
     return ([(_to_device(ids, device), _to_device(mask, device)) for ids, mask in chunks],
