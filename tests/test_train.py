@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -145,6 +146,40 @@ def test_auto_precision_picks_bf16_only_where_native(monkeypatch):
     monkeypatch.setattr(precision, "_cpu_has_native_bf16", lambda: False)
     assert precision.resolve_precision("auto", cpu) == "fp32"
     assert precision.resolve_precision("fp32", cpu) == "fp32"
+
+
+def test_auto_precision_on_this_cpu_follows_its_flags():
+    """The bug: oneDNN's "bf16 supported" is true on every AVX-512 CPU (it emulates bf16 without
+    avx512_bf16/AMX), so auto picked bf16 and ran ~3x slower than fp32 on such a CPU (this machine).
+    Fails before the fix on an AVX-512 CPU without native bf16."""
+    from sbert_nli import precision
+
+    native = bool({"avx512_bf16", "amx_bf16"} & precision.cpu_flags())
+    if torch.backends.cpu.get_cpu_capability() != "AVX512" or os.environ.get("ONEDNN_MAX_CPU_ISA"):
+        native = False
+    assert precision.resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+
+
+@pytest.mark.parametrize("flags, capability, isa, expected", [
+    ({"avx2", "avx512f", "avx512bw"}, "AVX512", None, False),          # AVX-512 without bf16: emulated
+    ({"avx2"}, "AVX2", None, False),                                     # AVX2 only (e.g. EPYC Zen 2/3)
+    ({"avx512f", "avx512_bf16"}, "AVX512", None, True),                  # Cooper Lake, Zen 4
+    ({"avx512f", "amx_bf16", "amx_tile"}, "AVX512", None, True),         # Sapphire Rapids
+    ({"avx512f", "avx512_bf16"}, "AVX2", None, False),                   # ATEN_CPU_CAPABILITY=avx2
+    ({"avx512f", "avx512_bf16"}, "AVX512", "AVX2", False),               # ONEDNN_MAX_CPU_ISA=AVX2
+    ({"avx512f", "avx512_bf16"}, "AVX512", "AVX512_CORE_BF16", True),
+])
+def test_native_bf16_needs_the_flag_and_no_isa_cap(monkeypatch, flags, capability, isa, expected):
+    from sbert_nli import precision
+
+    monkeypatch.setattr(precision, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if isa:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert precision._cpu_has_native_bf16() is expected
 
 
 def test_native_training_never_imports_sentence_transformers(tmp_path):
