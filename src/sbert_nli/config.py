@@ -45,6 +45,9 @@ class ModelConfig:
     max_seq_length: int = 128
     trust_remote_code: bool = False
     dropout: float | None = None  # override the transformer's hidden and attention dropout
+    # None: transformers' default (sdpa); "eager", "sdpa", or on a GPU with flash-attn installed
+    # "flash_attention_2" (padding-free: it unpads the batch inside attention).
+    attn_implementation: str | None = None
     # Shape of "builtin:tiny-bert" (ignored otherwise).
     tiny_hidden_size: int = 64
     tiny_layers: int = 2

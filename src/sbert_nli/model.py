@@ -195,6 +195,19 @@ class SentenceEncoder(nn.Module):
                    normalize=st.get("normalize", False), do_lower_case=st.get("do_lower_case", False))
 
 
+def set_attention(transformer: nn.Module, name: str) -> None:
+    """Switch a transformers model's attention kernel in place (``eager``, ``sdpa``,
+    ``flash_attention_2``, ...: transformers' ``set_attn_implementation``). The maths is the same
+    attention (a fixed batch's loss agrees to float rounding: tested for eager vs sdpa); the kernels
+    differ in speed and memory. Raises SbertNliError naming the value when transformers refuses it
+    (unknown name, or flash-attn not installed / no GPU)."""
+    try:
+        transformer.set_attn_implementation(name)
+    except (ImportError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SbertNliError(f"model.attn_implementation = '{name}' cannot be used: {first[:300]}") from None
+
+
 def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 

@@ -16,7 +16,7 @@ log = logging.getLogger("sbert_nli")
 
 def build_encoder(config: RunConfig, data=None):
     """The model to train: a loaded one, or the built-in tiny BERT whose vocab comes from ``data``."""
-    from sbert_nli.model import TINY_BERT, SentenceEncoder, build_tiny_bert
+    from sbert_nli.model import TINY_BERT, SentenceEncoder, build_tiny_bert, set_attention
 
     m = config.model
     if m.name == TINY_BERT:
@@ -30,6 +30,8 @@ def build_encoder(config: RunConfig, data=None):
             encoder.pooling = m.pooling
     else:
         encoder = SentenceEncoder.load(m.name, m.pooling, m.max_seq_length, m.trust_remote_code)
+    if m.attn_implementation:
+        set_attention(encoder.transformer, m.attn_implementation)
     if m.dropout is not None:
         for module in encoder.transformer.modules():
             if isinstance(module, torch.nn.Dropout):

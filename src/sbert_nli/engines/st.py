@@ -127,7 +127,7 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from sbert_nli.losses import SoftmaxLoss
-    from sbert_nli.model import SentenceEncoder
+    from sbert_nli.model import SentenceEncoder, set_attention
     from sbert_nli.precision import resolve_device, resolve_precision
     from sbert_nli.prepare import build_encoder, load_training_data
 
@@ -160,6 +160,8 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
         # The library fills its own model card's "widget examples" behind a progress bar that disable_tqdm
         # does not reach; we write our own card, so skip that work (and keep --no-progress silent).
         model.model_card_data.widget = [{"text": "unused: sbert-nli writes its own model card"}]
+        if config.model.attn_implementation:
+            set_attention(model[0].auto_model, config.model.attn_implementation)
         if config.model.dropout is not None:
             for module in model.modules():
                 if isinstance(module, torch.nn.Dropout):
