@@ -104,7 +104,7 @@ def test_an_interrupt_on_one_rank_is_agreed_by_every_rank(tmp_path):
 
 
 # 4. the sentence-transformers engine refuses what it cannot do -------------------------------------
-@pytest.mark.parametrize("option", [["--save-every", "3"], ["--eval-every", "2"], ["--resume"]])
+@pytest.mark.parametrize("option", [["--save-every", "3"], ["--resume"]])
 def test_st_engine_refuses_unsupported_options_with_one_line(tmp_path, capsys, option):
     out = tmp_path / "st"
     code = main(["-q", "train", *SMALL, "--engine", "sentence-transformers", "--max-steps", "4", *option,

@@ -61,13 +61,16 @@ def test_tensorboard_holds_every_logged_scalar_at_its_step(tmp_path, sts_dev):
     assert sorted(_scalars(_events(out), "train/loss")) == [2, 3]
 
 
-def test_sentence_transformers_engine_reports_the_same_tags(tmp_path):
+def test_sentence_transformers_engine_reports_the_same_tags(tmp_path, sts_dev):
     out = tmp_path / "st"
-    sbert_nli.train(output=out, max_steps=4, engine="sentence-transformers", **RUN)
+    sbert_nli.train(output=out, max_steps=4, eval_every=3, eval_sts=sts_dev, engine="sentence-transformers", **RUN)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 3, 4]  # loss at 2 and 4, the dev score at 3 and 4 (one line a step)
     events = _events(out)
-    assert _scalars(events, "train/loss") == pytest.approx({r["step"]: r["loss"] for r in records}, rel=1e-6)
-    assert _scalars(events, "train/lr") == pytest.approx({r["step"]: r["lr"] for r in records}, rel=1e-6)
+    for key, tag in (("loss", "train/loss"), ("lr", "train/lr"), ("dev_spearman", "eval/dev_spearman")):
+        logged = {r["step"]: r[key] for r in records if key in r}
+        assert logged and _scalars(events, tag) == pytest.approx(logged, rel=1e-6), tag
+    assert sorted(_scalars(events, "eval/dev_spearman")) == [3, 4]
     assert sorted(_scalars(events, "train/pairs_per_s")) == [2, 4]
     assert all(v > 0 for v in _scalars(events, "train/pairs_per_s").values())
 

@@ -160,6 +160,9 @@ def trainer_callback(tracker: Tracker, pairs_per_step: int):
             self.last = (state.global_step, time.perf_counter())
 
         def on_log(self, args, state, control, logs=None, **kwargs):
+            dev = (logs or {}).get("eval_dev_spearman")  # the engine's dev evaluator; NaN = undefined, not logged
+            if dev is not None and dev == dev and state.is_world_process_zero:
+                tracker.log({"step": state.global_step, "dev_spearman": float(dev)})
             if not logs or "loss" not in logs or not state.is_world_process_zero:
                 return
             step, now = state.global_step, time.perf_counter()

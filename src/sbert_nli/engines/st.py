@@ -9,6 +9,9 @@ warm-up, weight decay, gradient clipping, batch size, seed, precision, scheduler
 from exactly our initial weights (we build it, save it, and load that folder), the softmax head from
 our seeded initialisation, and the trained head is kept in ``nli_head/`` so ``predict`` works for
 both engines. The output folder is written by our own saver, so both engines produce the same layout.
+Dev evaluation (``eval_every``) and best-model keeping (``keep_best``) are the Trainer's own
+``eval_strategy`` / ``load_best_model_at_end``, with our STS evaluator so both engines report the
+same dev number at the same steps (``metrics.jsonl``, ``results.json``).
 
 Differences that remain by design (and that the parity test removes): the library samples batches
 with its own samplers (random, or no-duplicates for MNR) where we group premises and lengths; it
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 import time
@@ -81,10 +85,10 @@ def _st_dataset(examples_kind: str, data):
 # run before any work with one `error:` line naming --engine native.
 FEATURES = {
     "save_every": "refused (the library's checkpoints cannot resume our exact batch order)",
-    "eval_every": "refused (the dev set is evaluated once, after training)",
+    "eval_every": "yes: the Trainer's eval_strategy='steps' with our STS dev evaluator, every N steps and the last",
     "resume": "refused",
-    "keep_best": "not applicable (no evaluation during training)",
-    "eval_sts": "evaluated once after training",
+    "keep_best": "yes: the Trainer's load_best_model_at_end on the dev Spearman (checkpoints in a temporary folder)",
+    "eval_sts": "yes: the native engine's dev number (cosine Spearman x100, our evaluate_sts)",
     "DDP (--nproc)": "the library's own; files written by rank 0 only",
     "report_to": "yes: our tracker as a Trainer callback (the native engine's tags)",
 }
@@ -93,7 +97,7 @@ FEATURES = {
 def refuse_unsupported(config: RunConfig, resume) -> None:
     """One actionable line for each option this engine would otherwise ignore silently."""
     t = config.train
-    asked = [("--save-every", t.save_every), ("--eval-every", t.eval_every), ("--resume", resume)]
+    asked = [("--save-every", t.save_every), ("--resume", resume)]
     for flag, value in asked:
         if value:
             raise SbertNliError(f"{flag} is not supported by --engine sentence-transformers (it would be ignored); "
@@ -127,7 +131,7 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
     from sentence_transformers.sentence_transformer.trainer import SentenceTransformerTrainer
 
     from sbert_nli.losses import SoftmaxLoss
-    from sbert_nli.model import SentenceEncoder, set_attention
+    from sbert_nli.model import set_attention
     from sbert_nli.precision import resolve_device, resolve_precision
     from sbert_nli.prepare import build_encoder, load_training_data
 
@@ -174,8 +178,12 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
             n = len(dataset)
             sampler = lambda *a, **k: _FixedOrderBatchSampler(  # noqa: E731
                 lambda epoch: epoch_batches(n, t.batch_size, t.seed, epoch))
-        args = _training_args(t, Path(tmp) / "trainer", precision, device, progress, sampler)
-        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss)
+        evaluating = sts_dev is not None and t.eval_every > 0
+        args = _training_args(t, Path(tmp) / "trainer", precision, device, progress, sampler, evaluating)
+        evaluator = _dev_evaluator(sts_dev, encoder, device, precision) if evaluating else None
+        trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=dataset, loss=loss,
+                                             evaluator=evaluator)
+        head_copies = _HeadCopies.add_to(trainer, loss) if t.loss == "softmax" and args.load_best_model_at_end else None
         from sbert_nli.tracking import trainer_callback
 
         # Our tracker as a Trainer callback (not report_to="tensorboard"): the same tags and names as the native engine.
@@ -185,18 +193,19 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
 
             trainer.remove_callback(PrinterCallback)  # it prints every log dict to stdout
         started = time.perf_counter()
-        trainer.train()
+        trainer.train()  # with keep_best it ends by loading the best dev checkpoint's weights
         wall = time.perf_counter() - started
+        if head_copies is not None:
+            head_copies.load_best(trainer.state)
 
-    # The trained transformer, in our output layout (same as the native engine).
-    trained = SentenceEncoder(model[0].auto_model, encoder.tokenizer, encoder.pooling, encoder.max_seq_length,
-                              encoder.normalize, encoder.do_lower_case)
+    # The trained (or best dev) transformer, in our output layout (same as the native engine).
+    trained = _as_encoder(model, encoder)
     head = None
     if t.loss == "softmax":
         head = SoftmaxLoss(encoder.dim, features=features)
         head.classifier.load_state_dict(loss.classifier.state_dict())
     steps = trainer.state.global_step
-    history = [h for h in trainer.state.log_history if "loss" in h]
+    history = _history(trainer.state.log_history)
     pairs_seen = min(steps * t.batch_size * t.grad_accum, len(dataset) * t.epochs)
     results: dict = {"steps": steps, "train_pairs": len(data), "examples": note, "engine": "sentence-transformers",
                      "wall_s": wall, "pairs_per_s": pairs_seen / wall, "precision": precision,
@@ -208,8 +217,9 @@ def _train_st(config: RunConfig, output, overwrite: bool, progress: bool, batch_
     return results
 
 
-def _training_args(t, folder: Path, precision: str, device, progress: bool, sampler):
-    """Every setting the HF Trainer would otherwise choose silently, from our config."""
+def _training_args(t, folder: Path, precision: str, device, progress: bool, sampler, evaluating: bool):
+    """Every setting the HF Trainer would otherwise choose silently, from our config. ``evaluating``
+    (an STS dev set and ``eval_every`` > 0): see :func:`_evaluation_args`."""
     from sentence_transformers.sentence_transformer.training_args import SentenceTransformerTrainingArguments
 
     # MNR with accumulation: the library's cached MNR over the whole batch of batch_size x grad_accum.
@@ -221,9 +231,100 @@ def _training_args(t, folder: Path, precision: str, device, progress: bool, samp
         weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm if t.max_grad_norm > 0 else 1e9,
         seed=t.seed, data_seed=t.seed, bf16=precision == "bf16", fp16=precision == "fp16",
         optim="adamw_torch_fused" if t.fused_adamw else "adamw_torch",
-        logging_steps=t.log_every, save_strategy="no", report_to="none", disable_tqdm=not progress,
+        logging_steps=t.log_every, report_to="none", disable_tqdm=not progress,
         batch_sampler=sampler, use_cpu=device.type == "cpu", dataloader_drop_last=False,
+        **_evaluation_args(t, evaluating),
     )
+
+
+DEV_METRIC = "eval_dev_spearman"  # our evaluator's "dev_spearman", prefixed by the Trainer
+
+
+def _evaluation_args(t, evaluating: bool) -> dict:
+    """``train.eval_every`` / ``keep_best`` as the Trainer's own machinery: evaluate every N steps (the
+    Trainer adds the last step, as the native engine does); with keep_best, save a checkpoint at each
+    new best dev Spearman (weights only, one kept, in the engine's temporary folder) and load the best
+    at the end. A NaN score (undefined) never compares greater, so it is never the best."""
+    if not evaluating:
+        return {"eval_strategy": "no", "save_strategy": "no"}
+    args = {"eval_strategy": "steps", "eval_steps": t.eval_every, "save_strategy": "no"}
+    if t.keep_best:
+        args.update(save_strategy="best", metric_for_best_model=DEV_METRIC, greater_is_better=True,
+                    load_best_model_at_end=True, save_total_limit=1, save_only_model=True)
+    return args
+
+
+def _as_encoder(model, like):
+    """Our ``SentenceEncoder`` over the library model's transformer (shared weights, no copy), with
+    ``like``'s tokenizer, pooling and length: what the native engine encodes and saves."""
+    from sbert_nli.model import SentenceEncoder
+
+    return SentenceEncoder(model[0].auto_model, like.tokenizer, like.pooling, like.max_seq_length, like.normalize,
+                           like.do_lower_case)
+
+
+def _dev_evaluator(sts_dev, like, device, precision: str):
+    """A sentence-transformers evaluator that reports the native engine's dev number: our
+    :func:`sbert_nli.evaluate.evaluate_sts` cosine Spearman x100 (the native ``evaluate_dev``), so
+    the two engines' dev scores are the same number for the same weights. Returns
+    ``{"dev_spearman": float}``, NaN where the correlation is undefined."""
+    from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
+
+    from sbert_nli.evaluate import evaluate_sts
+
+    class DevSpearman(BaseEvaluator):
+        def __init__(self):
+            super().__init__()
+            self.primary_metric = "dev_spearman"
+
+        def __call__(self, model, output_path=None, epoch=-1, steps=-1) -> dict:
+            was_training = model.training
+            score = evaluate_sts(_as_encoder(model, like), sts_dev, device=device, precision=precision)["cosine_spearman"]
+            model.train(was_training)
+            return {"dev_spearman": math.nan if score is None else score}
+
+    return DevSpearman()
+
+
+class _HeadCopies:
+    """The softmax head belongs to the loss, not to the model, so the library's checkpoints leave it
+    out: copy it at each checkpoint and put back the best checkpoint's copy after training."""
+
+    def __init__(self, loss):
+        self.loss, self.copies = loss, {}
+
+    @classmethod
+    def add_to(cls, trainer, loss):
+        from transformers import TrainerCallback
+
+        copies = cls(loss)
+
+        class OnSave(TrainerCallback):
+            def on_save(self, args, state, control, **kwargs):
+                copies.copies[state.global_step] = {k: v.detach().clone()
+                                                    for k, v in loss.classifier.state_dict().items()}
+
+        trainer.add_callback(OnSave())
+        return copies
+
+    def load_best(self, state) -> None:
+        if state.best_model_checkpoint is not None:
+            self.loss.classifier.load_state_dict(self.copies[int(state.best_model_checkpoint.rsplit("-", 1)[1])])
+
+
+def _history(log_history: list[dict]) -> list[dict]:
+    """The Trainer's log as the native engine's ``metrics.jsonl``: one record per step that logged the
+    loss (``loss``, ``lr``) or evaluated the dev set (``dev_spearman``, None where undefined)."""
+    records: dict[int, dict] = {}
+    for h in log_history:
+        if "loss" not in h and DEV_METRIC not in h:
+            continue
+        record = records.setdefault(h["step"], {"step": h["step"], "epoch": h.get("epoch")})
+        if "loss" in h:
+            record.update(loss=h["loss"], lr=h.get("learning_rate"))
+        if DEV_METRIC in h:
+            record["dev_spearman"] = None if math.isnan(h[DEV_METRIC]) else h[DEV_METRIC]
+    return [records[step] for step in sorted(records)]
 
 
 def _st_loss(t, model, dim: int, device):
@@ -265,16 +366,16 @@ def _finish(config, out: Path, data, heldout, sts_dev, trained, head, history, r
     from sbert_nli.errors import DivergedError
 
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as handle:
-        for h in history:
-            handle.write(json.dumps({"step": h["step"], "epoch": h.get("epoch"), "loss": h["loss"],
-                                     "lr": h.get("learning_rate")}) + "\n")
+        for record in history:
+            handle.write(json.dumps(record) + "\n")
     weights = list(trained.parameters()) + (list(head.parameters()) if head is not None else [])
     if not all(bool(torch.isfinite(w).all()) for w in weights):
         raise DivergedError("weights became non-finite during training; lower --lr (nothing was saved)")
     if sts_dev is not None:
         from sbert_nli.evaluate import evaluate_sts
 
-        results["dev_spearman"] = evaluate_sts(trained, sts_dev, device=device)["cosine_spearman"]
+        results["dev_spearman"] = evaluate_sts(trained, sts_dev, device=device,
+                                               precision=results["precision"])["cosine_spearman"]
     if heldout is not None and head is not None:
         from sbert_nli.evaluate import evaluate_nli
 
