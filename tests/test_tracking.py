@@ -118,3 +118,17 @@ def test_wandb_gets_the_same_records(tmp_path, monkeypatch):
         for r in records]
     assert logged[-1][1] == 5 and calls[-1] == ("finish",)
     assert logged[-1][2] == {"final/heldout_accuracy": results["heldout_accuracy"]}
+
+
+@pytest.mark.parametrize("undefined", [None, float("nan")])
+def test_an_undefined_score_is_left_out_not_a_crash(tmp_path, undefined):
+    """A dev Spearman over constant similarities is undefined (None in results.json, NaN from the
+    library's evaluator): trackers skip it and keep the defined values. Fails before: float(None)."""
+    from sbert_nli.tracking import open_tracker
+
+    with open_tracker("tensorboard", tmp_path, {"train": {"lr": 1.0}}) as tracker:
+        tracker.log({"step": 1, "loss": 0.5, "dev_spearman": undefined})
+        tracker.log_final({"dev_spearman": undefined, "heldout_accuracy": 0.75}, 1)
+    events = _events(tmp_path)
+    assert _scalars(events, "train/loss") == {1: 0.5} and _scalars(events, "final/heldout_accuracy") == {1: 0.75}
+    assert "eval/dev_spearman" not in events.Tags()["scalars"] and "final/dev_spearman" not in events.Tags()["scalars"]

@@ -32,6 +32,18 @@ FINAL = ("dev_spearman", "heldout_accuracy")
 TENSORBOARD_DIR = "tensorboard"
 
 
+def defined(values: dict, names) -> dict[str, float]:
+    """``{name: float}`` for the ``names`` present in ``values`` with a defined number. An undefined
+    score (``None``/NaN: e.g. a dev Spearman over constant similarities) is left out: a tracker has no
+    "undefined", and 0 would be a wrong value; ``metrics.jsonl`` keeps the ``null``."""
+    out = {}
+    for name in names:
+        value = values.get(name)
+        if value is not None and float(value) == float(value):
+            out[name] = float(value)
+    return out
+
+
 class Tracker:
     """No tracking: ``report_to = "none"``, or a rank other than 0. Subclasses write somewhere.
 
@@ -84,16 +96,14 @@ class TensorBoardTracker(Tracker):
 
     def log(self, record: dict) -> None:
         writer = self._open()
-        for key, tag in SCALARS.items():
-            if key in record:
-                writer.add_scalar(tag, float(record[key]), record["step"])
+        for key, value in defined(record, SCALARS).items():
+            writer.add_scalar(SCALARS[key], value, record["step"])
         writer.flush()  # one flush per log interval: the curve is live in TensorBoard
 
     def log_final(self, results: dict, step: int) -> None:
         writer = self._open()
-        for key in FINAL:
-            if key in results:
-                writer.add_scalar(f"final/{key}", float(results[key]), step)
+        for key, value in defined(results, FINAL).items():
+            writer.add_scalar(f"final/{key}", value, step)
         writer.flush()
 
     def close(self) -> None:
@@ -118,10 +128,10 @@ class WandbTracker(Tracker):
         return self.run
 
     def log(self, record: dict) -> None:
-        self._open().log({tag: float(record[key]) for key, tag in SCALARS.items() if key in record}, step=record["step"])
+        self._open().log({SCALARS[k]: v for k, v in defined(record, SCALARS).items()}, step=record["step"])
 
     def log_final(self, results: dict, step: int) -> None:
-        final = {f"final/{k}": float(results[k]) for k in FINAL if k in results}
+        final = {f"final/{k}": v for k, v in defined(results, FINAL).items()}
         if final:
             self._open().log(final, step=step)
 
