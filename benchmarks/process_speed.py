@@ -234,6 +234,8 @@ def report(args, raw: dict, probes: list[dict], imports: list[dict], checked: di
           f"training loop alone: {loop['reference script'] / loop['sbert-nli train']:.2f}x")
     print(f"\nwhere the time goes (sbert-nli: median of {len(probes)} probe run(s); reference: its own timers)")
     print(table(phase_rows, ["phase", "sbert-nli s", "reference s"]))
+    print("note: sbert-nli tokenises before its loop (data preparation); the reference tokenises inside its loop "
+          "(the Trainer's data collator)")
     print("\nsbert-nli's costliest direct imports (python -X importtime, warm-up run; each with what it pulls in)")
     print(table(imports, ["import", "seconds"]))
     path = write_json(f"process_speed_{args.model}_{args.data}{'_' + args.isa if args.isa else ''}.json", {
