@@ -3,6 +3,10 @@
 
     python benchmarks/encode_speed.py --model minilm --repeats 3
     python benchmarks/encode_speed.py --precisions fp32 --onnx --st-onnx-python /path/to/python --repeats 5
+    python benchmarks/encode_speed.py --device cuda --model minilm --sentences 5000   # GPU (gpu_speed.sh)
+
+The machine (CPU model, SIMD flags, torch's dispatch level, threads, bf16 native or not; the GPU with
+``--device cuda``) is printed beside the table and stored in the JSON.
 
 ``--onnx`` adds our exported graphs (fp32, int8) and, with ``--st-onnx-python``, sentence-transformers'
 backend="onnx" on the same export (a Python with ``sentence-transformers[onnx]``: see RESULTS.md).
@@ -17,7 +21,7 @@ import time
 
 import numpy as np
 
-from common import OUT, data_dir, interleaved, median, model_path, table, write_json
+from common import OUT, data_dir, describe_features, hardware_features, interleaved, median, model_path, table, write_json
 
 
 def sentences(n: int) -> list[str]:
@@ -91,14 +95,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--precisions", default="fp32,bf16", help="PyTorch precisions")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the ONNX rows are CPU only)")
     parser.add_argument("--onnx", action="store_true", help="add the ONNX rows (needs the [onnx] extra)")
     parser.add_argument("--st-onnx-python", default=os.environ.get("SBERT_NLI_ST_ONNX_PYTHON"),
                         help="a Python with sentence-transformers[onnx] for its backend='onnx' rows")
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit(f"error: --device {args.device}: no CUDA GPU visible to torch {torch.__version__}")
+    if args.onnx and args.device != "cpu":
+        sys.exit("error: --onnx rows run on CPU; use --device cpu")
     path = model_path(args.model)
     texts = sentences(args.sentences)
-    ours = SentenceEncoder.load(path)
-    theirs = SentenceTransformer(path, device="cpu")
+    ours = SentenceEncoder.load(path).to(args.device)
+    theirs = SentenceTransformer(path, device=args.device)
+    device_type = torch.device(args.device).type
     dtype = {"fp32": None, "bf16": torch.bfloat16}
 
     def timed(fn):
@@ -110,12 +120,12 @@ def main() -> None:
     classes = [(f"pytorch {p}", f"sentence-transformers {p}", f"sbert-nli {p}") for p in args.precisions.split(",")]
     for precision in args.precisions.split(","):
         def st_run(p=precision):
-            with torch.autocast("cpu", dtype=dtype[p]) if dtype[p] else torch.inference_mode():
+            with torch.autocast(device_type, dtype=dtype[p]) if dtype[p] else torch.inference_mode():
                 return theirs.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
 
         variants[f"sentence-transformers {precision}"] = lambda f=st_run: timed(f)
         variants[f"sbert-nli {precision}"] = lambda p=precision: timed(
-            lambda: ours.encode(texts, batch_size=args.batch_size, precision=p))
+            lambda: ours.encode(texts, batch_size=args.batch_size, precision=p, device=args.device))
     if args.onnx:
         variants.update(onnx_variants(args, path, texts, timed))
         classes += [(f"onnx {q}", f"sentence-transformers onnx {q}", f"sbert-nli onnx {q}") for q in ("fp32", "int8")]
@@ -133,11 +143,15 @@ def main() -> None:
             row["sbert-nli vs ST PyTorch fp32"] = speed[our_name] / base
             row["max abs diff vs ST fp32"] = f"{float(np.abs(raw[our_name][0]['emb'] - reference).max()):.1e}"
         rows.append(row)
+    features = hardware_features(args.device)
     print(f"\nencode speed, {args.model}, {len(texts)} sentences, batch {args.batch_size}, median of {args.repeats} "
-          f"interleaved rounds")
+          f"interleaved rounds, {args.device}")
+    print(describe_features(features))
     print(table(rows, ["class", "sentence-transformers sent/s", "sbert-nli sent/s", "ratio (same class)",
                        "sbert-nli vs ST PyTorch fp32", "max abs diff vs ST fp32"]))
-    write_json(f"encode_speed_{args.model}.json", {"args": vars(args), "rows": rows, "speed": speed})
+    suffix = f"_{args.device.replace(':', '')}" if args.device != "cpu" else ""
+    write_json(f"encode_speed_{args.model}{suffix}.json", {"args": vars(args), "features": features, "rows": rows,
+                                                         "speed": speed})
 
 
 if __name__ == "__main__":
