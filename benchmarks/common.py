@@ -168,22 +168,19 @@ def child_env(isa: str | None = None, threads: int | None = None) -> dict:
     return env
 
 
-def _cpuinfo() -> tuple[str, set[str]]:
-    """CPU model name and feature flags from /proc/cpuinfo (Linux); elsewhere platform's name, no flags."""
+def _cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux); elsewhere the platform's processor name. (The flags
+    that decide precision="auto" come from ``sbert_nli.precision.cpu_flags``.)"""
     import platform
 
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                return value.strip()
     except OSError:
-        return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and not model:
-            model = value.strip()
-        elif key.strip() == "flags" and not flags:
-            flags = set(value.split())
-    return model or platform.machine(), flags
+        pass
+    return platform.processor() or platform.machine()
 
 
 def hardware_features(device: str = "cpu") -> dict:
@@ -194,16 +191,15 @@ def hardware_features(device: str = "cpu") -> dict:
     emulation switches set in the environment."""
     import torch
 
-    model, flags = _cpuinfo()
+    from sbert_nli.precision import cpu_flags, cpu_has_native_bf16  # the test precision="auto" uses
+
+    model, flags = _cpu_model(), cpu_flags()
     capability = torch.backends.cpu.get_cpu_capability()
-    onednn_isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "ALL").upper()
-    onednn_allows_bf16 = onednn_isa == "ALL" or "BF16" in onednn_isa or "AMX" in onednn_isa
-    has_bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     features = {
         "cpu": model, "flags": {f: f in flags for f in FEATURE_FLAGS}, "torch_cpu_capability": capability,
         "torch_threads": torch.get_num_threads(), "cores_available": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "bf16_native": has_bf16 and capability.startswith("AVX512") and onednn_allows_bf16,
+        "bf16_native": cpu_has_native_bf16(),
         "torch_mkldnn_bf16_check": bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)()),
         "isa_emulation": {k: os.environ[k] for k in ISA_ENV["avx2"] if k in os.environ},
         "torch": torch.__version__, "device": device,

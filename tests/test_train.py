@@ -141,9 +141,9 @@ def test_auto_precision_picks_bf16_only_where_native(monkeypatch):
     from sbert_nli import precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(precision, "_cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     assert precision.resolve_precision("auto", cpu) == "bf16"
-    monkeypatch.setattr(precision, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     assert precision.resolve_precision("auto", cpu) == "fp32"
     assert precision.resolve_precision("fp32", cpu) == "fp32"
 
@@ -179,7 +179,7 @@ def test_native_bf16_needs_the_flag_and_no_isa_cap(monkeypatch, flags, capabilit
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
     else:
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    assert precision._cpu_has_native_bf16() is expected
+    assert precision.cpu_has_native_bf16() is expected
 
 
 def test_native_training_never_imports_sentence_transformers(tmp_path):

@@ -38,7 +38,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return "bf16"
-        if device.type == "cpu" and _cpu_has_native_bf16():
+        if device.type == "cpu" and cpu_has_native_bf16():
             return "bf16"
         return "fp32"
     if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -64,7 +64,7 @@ def cpu_flags() -> set[str]:
     return set()
 
 
-def _cpu_has_native_bf16() -> bool:
+def cpu_has_native_bf16() -> bool:
     """True only where bf16 matmuls run in hardware: AVX-512 BF16 or AMX, and neither torch's kernel
     dispatch (``ATEN_CPU_CAPABILITY``) nor oneDNN (``ONEDNN_MAX_CPU_ISA``) capped below it.
     ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` is not this test: it is also true on plain
