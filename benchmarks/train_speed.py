@@ -57,8 +57,9 @@ def run(model: str, files: list[str], engine: str, steps: int, batch: int, devic
     from sbert_nli.engines.st import train_st
     from sbert_nli.train import train
 
+    model_keys = {k: overrides.pop(k) for k in list(overrides) if k in ("attn_implementation",)}
     config = resolve(None, None, {
-        "model": {"name": model, "max_seq_length": 128},
+        "model": {"name": model, "max_seq_length": 128, **model_keys},
         "data": {"train": files},
         "train": {"max_steps": steps, "batch_size": batch, "log_every": steps, "device": device, **overrides},
     })
@@ -120,6 +121,9 @@ def variants(device: str, bf16_native: bool, auto: str, quick: bool) -> dict:
         "native, fused_adamw off": ("native", {**ours, "fused_adamw": False}),
         "native, embedding_grad_buffer off": ("native", {**ours, "embedding_grad_buffer": False}),
         "native, every switch off (plain loop)": ("native", {**ours, **SWITCHES_OFF}),
+        # issue 18's levers, each on alone (off by default until they pay)
+        "native, bucketing on (pad_to_multiple_of 8)": ("native", {**ours, "pad_to_multiple_of": 8}),
+        "native, attention eager (not sdpa)": ("native", {**ours, "attn_implementation": "eager"}),
     })
     if device == "cpu":
         rows["native, reuse_host_memory off"] = ("native", {**ours, "reuse_host_memory": False})
