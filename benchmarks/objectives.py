@@ -2,7 +2,8 @@
 
     python benchmarks/objectives.py stage2 [--max-steps N]   # SBERT stage 2 (cosine regression) and its CoSENT variant,
                                                       # native and sentence-transformers engines, 1 epoch
-    python benchmarks/objectives.py mnr-cached [--examples N]  # MNR on NLI: batch 32 vs cached 256 = 32 x 8, same examples
+    python benchmarks/objectives.py mnr-cached [--examples N] [--lr-scaling none sqrt linear]
+                                                      # MNR on NLI: batch 32 vs cached 256 = 32 x 8, same examples
 
 Every run goes through the command line exactly as a user types it (printed before it runs); each
 model is then scored on the STS benchmark test split with `sbert-nli evaluate`. Results print as a
@@ -53,11 +54,17 @@ def stage2(epochs: int, presets: list[str], max_steps: int) -> list[dict]:
     return rows
 
 
-def mnr_cached(seed: int, examples: int) -> list[dict]:
+def mnr_cached(seed: int, examples: int, lr_scaling: list[str]) -> list[dict]:
+    """Batch 32 at lr 2e-5 against the cached batch of 256 (8x fewer optimiser steps on the same
+    examples) at lr 2e-5 scaled by each rule in ``lr_scaling``: none, sqrt (x sqrt 8, Krizhevsky 2014;
+    Hoffer et al. 2017) or linear (x 8, Goyal et al. 2017)."""
+    factors = {"none": 1.0, "sqrt": 8 ** 0.5, "linear": 8.0}
+    plan = [("batch 32", 32, 1, 2e-5)] + [(f"batch 256 cached = 32 x 8, lr {rule} ({2e-5 * factors[rule]:.2g})", 32, 8,
+                                          2e-5 * factors[rule]) for rule in lr_scaling]
     rows = []
-    for name, batch, accum in (("batch 32", 32, 1), ("batch 256 cached = 32 x 8", 32, 8)):
-        folder = OUT / f"objectives-mnr-{batch}x{accum}"
-        seconds = run(["train", "--model", minilm_path(), "--train", *nli_files(), "--loss", "mnr",
+    for name, batch, accum, lr in plan:
+        folder = OUT / f"objectives-mnr-{batch}x{accum}-lr{lr:.2g}"
+        seconds = run(["train", "--model", minilm_path(), "--train", *nli_files(), "--loss", "mnr", "--lr", f"{lr:.6g}",
                        "--batch-size", str(batch), "--grad-accum", str(accum), "--epochs", "1", "--seed", str(seed),
                        "--max-steps", str(examples // (batch * accum) if examples else 0),
                        "--device", "cpu", "--output", str(folder), "--overwrite", "--no-progress"])
@@ -75,10 +82,12 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["sbert-stage2", "sbert-stage2-cosent"])
     parser.add_argument("--max-steps", type=int, default=0, help="stage2: stop after N steps (0 = the epochs)")
     parser.add_argument("--examples", type=int, default=0, help="mnr-cached: train on N examples (0 = one epoch)")
+    parser.add_argument("--lr-scaling", nargs="+", default=["none", "sqrt", "linear"], choices=["none", "sqrt", "linear"],
+                        help="mnr-cached: learning-rate rules for the 8x larger batch")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     rows = [{"run": "all-MiniLM-L6-v2 (base)", "stsb_test": sts_test(minilm_path())}]
-    rows += stage2(args.epochs, args.presets, args.max_steps) if args.what == "stage2" else mnr_cached(args.seed, args.examples)
+    rows += stage2(args.epochs, args.presets, args.max_steps) if args.what == "stage2" else mnr_cached(args.seed, args.examples, args.lr_scaling)
     name = args.what if args.what != "stage2" else "-".join(["stage2", *args.presets])
     (OUT / f"objectives-{name}.json").write_text(json.dumps(rows, indent=2))
     keys = list(dict.fromkeys(k for r in rows for k in r))
