@@ -124,7 +124,10 @@ def test_the_library_engine_reports_the_native_engines_dev_number(sts_files, tmp
     assert _native_dev_number(out, sts_files.dev) == pytest.approx(dev[4], abs=1e-6)
     sts = read_sts(str(sts_files.dev))
     library = EmbeddingSimilarityEvaluator(sts.sentence1, sts.sentence2, list(sts.score), similarity_fn_names=["cosine"])
-    assert 100 * library(SentenceTransformer(str(out), device="cpu"))["spearman_cosine"] == pytest.approx(dev[4], abs=1e-6)
+    # Another implementation (its own batching and cosine in float32): two similarities within float
+    # rounding of each other can swap ranks, so agreement is to 1e-4 on the x100 scale, not 1e-6
+    # (measured 1.5e-5 apart in fp32 on this CPU).
+    assert 100 * library(SentenceTransformer(str(out), device="cpu"))["spearman_cosine"] == pytest.approx(dev[4], abs=1e-4)
 
 
 def test_an_undefined_dev_score_is_null_and_never_kept_as_best(sts_files, tmp_path):
