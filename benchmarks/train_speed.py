@@ -33,7 +33,7 @@ from common import (ISA_ENV, child_env, describe_features, hardware_features, in
                     median, model_path, run_child, table, train_files, verify_isa, write_json)
 
 SWITCHES_OFF = {"group_by_length": False, "group_premises": False, "dedup_batch": False, "split_padding_cost": 0,
-                "fused_adamw": False, "embedding_grad_buffer": False, "reuse_host_memory": False}
+                "fused_adamw": False, "embedding_grad_buffer": False, "reuse_host_memory": False, "padding_free": False}
 
 
 def flops_per_token(model_dir: str, seq_len: float) -> float:
@@ -113,7 +113,8 @@ def variants(device: str, bf16_native: bool, auto: str, quick: bool) -> dict:
     if quick:  # the headline ratio, and the per-step memory switch at this model size
         best = list(reference)[-1]
         return {best: reference[best], **{k: v for k, v in rows.items() if k.startswith("native")},
-                "native, embedding_grad_buffer off": ("native", {**ours, "embedding_grad_buffer": False})}
+                "native, embedding_grad_buffer off": ("native", {**ours, "embedding_grad_buffer": False}),
+                "native, padding_free off": ("native", {**ours, "padding_free": False})}
     emulated = " (emulated)" if other == "bf16" and not bf16_native else ""
     rows.update({
         f"native, precision {other}{emulated}": ("native", {**ours, "precision": other}),
@@ -123,6 +124,7 @@ def variants(device: str, bf16_native: bool, auto: str, quick: bool) -> dict:
         "native, split_padding off": ("native", {**ours, "split_padding_cost": 0}),
         "native, fused_adamw off": ("native", {**ours, "fused_adamw": False}),
         "native, embedding_grad_buffer off": ("native", {**ours, "embedding_grad_buffer": False}),
+        "native, padding_free off": ("native", {**ours, "padding_free": False}),
         "native, every switch off (plain loop)": ("native", {**ours, **SWITCHES_OFF}),
         # issue 18's levers, each on alone (off by default until they pay)
         "native, bucketing on (pad_to_multiple_of 8)": ("native", {**ours, "pad_to_multiple_of": 8}),

@@ -70,6 +70,7 @@ class SentenceEncoder(nn.Module):
         self.normalize = normalize
         self.do_lower_case = do_lower_case
         self.truncated_texts: set[str] = set()  # distinct texts encode() cut to max_seq_length, for one report
+        self.padding_free = False  # training forward on real tokens only (set by padding_free.enable)
 
     @property
     def dim(self) -> int:
@@ -77,7 +78,12 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, padded: bool = True) -> torch.Tensor:
         # padded=False (every row full length) lets attention skip the mask: a faster kernel path.
-        tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask if padded else None).last_hidden_state
+        if padded and self.padding_free and self.training:
+            from sbert_nli.padding_free import token_embeddings
+
+            tokens = token_embeddings(self.transformer, input_ids, attention_mask)
+        else:
+            tokens = self.transformer(input_ids=input_ids, attention_mask=attention_mask if padded else None).last_hidden_state
         embeddings = pool(tokens, attention_mask, self.pooling)
         if self.normalize:
             embeddings = torch.nn.functional.normalize(embeddings.float(), p=2, dim=1)

@@ -300,6 +300,10 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
     sts_dev = read_sts(config.data.eval_sts) if config.data.eval_sts else None
     encoder, examples, data, heldout = prepare_data_and_model(config, log_progress=dist_info.main, pairs=pairs)
     encoder.to(device)
+    if t.padding_free:  # dense layers on real tokens only, when the model can be packed (logged if not)
+        from sbert_nli.padding_free import enable
+
+        enable(encoder)
     loss_fn, model = _build_objective(config, encoder, device, dist_info)
     if dist_info.main:
         log.info("examples: %s; %d sentence(s) truncated to %d tokens", examples.note, examples.store.truncated,
@@ -689,7 +693,11 @@ def finish(run: Run, state: TrainState, wall: float, pairs: int) -> dict:
     results: dict = {"steps": state.step, "train_pairs": len(run.data), "examples": run.examples.note,
                      "engine": "native", "wall_s": wall, "pairs_per_s": pairs * run.dist.world / max(wall, 1e-9),
                      "tokens": state.tokens, "precision": run.precision, "device": str(run.device),
-                     "pooling": run.encoder.pooling, "max_seq_length": run.encoder.max_seq_length}
+                     "pooling": run.encoder.pooling, "max_seq_length": run.encoder.max_seq_length,
+                     "padding_free": run.encoder.padding_free}
+    from sbert_nli.padding_free import disable
+
+    disable(run.encoder)  # the trained model leaves as it was loaded (transformers' SDPA attention)
     check_finite(run, state)
     if run.dist.main:
         if run.sts_dev is not None:

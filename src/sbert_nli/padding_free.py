@@ -1,0 +1,147 @@
+"""Padding-free training: the dense layers of a padded batch run on its real tokens only.
+
+In a padded batch ``[B, L]`` every linear layer (Q, K, V, attention output, both feed-forward
+layers: about 70 % of a CPU training step's time) also multiplies the padding positions, whose
+results are thrown away. Here the transformer runs on the batch's real tokens packed into one row
+``[1, T]`` (``T`` = number of real tokens), each token keeping its own position id; only attention,
+which must see one sentence at a time, is scattered back to ``[B, heads, L, head_dim]`` and run by
+SDPA with the key-padding mask, then gathered again. The result for every real token is the same
+function as the padded forward (tested to float rounding, values and gradients); the padding
+positions, which pooling ignores, come back as zeros.
+
+This is the "padding-free" layout of transformers' ``DataCollatorWithFlattening`` and of
+flash-attention's varlen kernels (Dao et al., 2022), done here with the standard SDPA kernel so it
+runs on every device. It plugs into transformers' own attention registry
+(``AttentionInterface.register``): the model's layers, parameters and saved files are untouched, and
+any call without packing information (evaluation, ``encode``) runs transformers' SDPA attention
+exactly as before.
+
+What changes in training is only how dropout masks are drawn (over ``T`` real tokens instead of
+``B x L`` positions): same distribution, different random stream, so a run's per-step losses differ
+from the padded layout's within seed noise (the quality runs in benchmarks/RESULTS.md §8).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("sbert_nli")
+
+ATTENTION_NAME = "sbert_nli_padding_free"
+# Position ids of a sentence's tokens, per model family: BERT counts from 0, RoBERTa-style models from
+# padding_idx + 1 (RobertaEmbeddings.create_position_ids_from_input_ids). Other families are not
+# packed (their embeddings compute positions differently, or their attention is not SDPA).
+POSITION_OFFSET = {"bert": lambda config: 0,
+                   "roberta": lambda config: config.pad_token_id + 1,
+                   "xlm-roberta": lambda config: config.pad_token_id + 1,
+                   "camembert": lambda config: config.pad_token_id + 1}
+
+
+class Packing:
+    """Where the real tokens of a padded batch are: ``index`` (int64 ``[T]``, positions in the
+    flattened ``[B * L]`` batch) and the key-padding mask (bool ``[B, 1, 1, L]``) for SDPA."""
+
+    def __init__(self, attention_mask: torch.Tensor):
+        self.batch, self.length = attention_mask.shape
+        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
+        self.key_mask = attention_mask.bool()[:, None, None, :]
+
+    def pad(self, packed: torch.Tensor) -> torch.Tensor:
+        """``[T, *rest]`` -> ``[B, L, *rest]``, zeros at the padding positions (differentiable)."""
+        rest = packed.shape[1:]
+        out = packed.new_zeros((self.batch * self.length, *rest)).index_copy(0, self.index, packed)
+        return out.view(self.batch, self.length, *rest)
+
+    def unpad(self, padded: torch.Tensor) -> torch.Tensor:
+        """``[B, L, *rest]`` -> ``[T, *rest]``: the real tokens, in row-major order (differentiable)."""
+        return padded.reshape(self.batch * self.length, *padded.shape[2:]).index_select(0, self.index)
+
+
+def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packing=None, **kwargs):
+    """transformers attention interface: query/key/value ``[1, heads, T, head_dim]`` of a packed
+    batch -> ``([1, T, heads, head_dim], None)``, each sentence attending to its own tokens only
+    (SDPA, Vaswani et al. 2017 eq. 1, with attention-probability dropout ``dropout``). Without
+    ``packing`` (any unpacked call) it is transformers' own SDPA attention, unchanged."""
+    if packing is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    q, k, v = (packing.pad(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))  # [B, h, L, d]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.key_mask, dropout_p=dropout, scale=scaling)
+    return packing.unpad(out.transpose(1, 2)).unsqueeze(0), None
+
+
+def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The last hidden state ``[B, L, D]`` of a right-padded batch (``input_ids``/``attention_mask``
+    int64 ``[B, L]``) computed padding-free; zeros at padding positions. The transformer must have
+    been prepared by :func:`enable`."""
+    packing = Packing(attention_mask)
+    offset = POSITION_OFFSET[transformer.config.model_type](transformer.config)
+    positions = packing.unpad(attention_mask.cumsum(1) - 1 + offset).unsqueeze(0)
+    ids = packing.unpad(input_ids).unsqueeze(0)
+    hidden = transformer(input_ids=ids, position_ids=positions, packing=packing).last_hidden_state
+    return packing.pad(hidden[0])
+
+
+def enable(encoder) -> bool:
+    """Switch ``encoder`` (a SentenceEncoder) to padding-free training when its model can be packed:
+    a supported family (``POSITION_OFFSET``), transformers' SDPA attention, and a probe batch whose
+    packed and padded outputs agree to 1e-4 in eval mode. Returns whether it was enabled; when it is
+    not, training runs the padded forward as before (logged once, with the reason)."""
+    transformer = encoder.transformer
+    config = transformer.config
+    reason = None
+    if config.model_type not in POSITION_OFFSET:
+        reason = f"model type '{config.model_type}' is not packed (supported: {', '.join(POSITION_OFFSET)})"
+    elif getattr(config, "_attn_implementation", None) != "sdpa":
+        reason = f"attention is '{config._attn_implementation}', not sdpa"
+    if reason is None:
+        _register()
+        transformer.set_attn_implementation(ATTENTION_NAME)
+        diff = _probe(encoder)
+        if diff > 1e-4:
+            transformer.set_attn_implementation("sdpa")
+            reason = f"its packed and padded outputs differ by {diff:.2g} on a probe batch"
+    if reason:
+        log.info("padding-free training off: %s", reason)
+        return False
+    encoder.padding_free = True
+    return True
+
+
+def disable(encoder) -> None:
+    """Back to the padded forward and transformers' SDPA attention (before saving the model)."""
+    if encoder.padding_free:
+        encoder.transformer.set_attn_implementation("sdpa")
+        encoder.padding_free = False
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION_NAME, packed_attention)
+    AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)  # unpacked calls get SDPA's own mask
+
+
+@torch.no_grad()
+def _probe(encoder) -> float:
+    """Max abs difference of the last hidden states, packed vs padded, on two sentences of different
+    lengths (eval mode: no dropout)."""
+    from sbert_nli.data.batching import TokenStore
+
+    store = TokenStore.build(["a probe sentence of several words", "short"], encoder.tokenizer, encoder.max_seq_length)
+    ids, mask = (torch.from_numpy(a).long().to(next(encoder.parameters()).device) for a in store.pad(np.arange(2)))
+    was_training = encoder.transformer.training
+    encoder.transformer.eval()
+    try:
+        padded = encoder.transformer(input_ids=ids, attention_mask=mask).last_hidden_state
+        packed = token_embeddings(encoder.transformer, ids, mask)
+    finally:
+        encoder.transformer.train(was_training)
+    real = mask.bool()
+    return float((padded[real] - packed[real]).abs().max())
