@@ -125,6 +125,31 @@ def test_dev_evaluation_keeps_the_best_model(data, tmp_path):
     assert results["dev_spearman"] == pytest.approx(max(dev), abs=1e-6)  # the saved model is the best one
 
 
+@pytest.mark.parametrize("keep_best", [True, False])
+def test_the_last_dev_evaluation_is_not_repeated_at_the_end(data, tmp_path, monkeypatch, keep_best):
+    """With eval_every the loop evaluates the last step; the end of the run reuses that score (or the
+    kept best's) instead of encoding the dev set again (~6 s on MiniLM's STSb dev)."""
+    from sbert_nli.engines import native
+
+    calls = []
+    real = native.evaluate_dev
+    monkeypatch.setattr(native, "evaluate_dev", lambda run: calls.append(1) or real(run))
+    out = tmp_path / "run"
+    config = resolve("smoke", None, {"data": {"synthetic_pairs": 900, "eval_sts": str(data / "stsbenchmark/sts-dev.csv")},
+                                     "train": {"max_steps": 30, "eval_every": 10, "keep_best": keep_best}})
+    results = train(config, out, progress=False)
+    dev = [r["dev_spearman"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+           if "dev_spearman" in r]
+    assert len(calls) == 3 and len(dev) == 3
+    assert results["dev_spearman"] == (max(dev) if keep_best else dev[-1])
+    from sbert_nli.evaluate import evaluate_sts
+    from sbert_nli.data.sts import read_sts
+    from sbert_nli.model import SentenceEncoder
+
+    saved = evaluate_sts(SentenceEncoder.load(str(out)), read_sts(str(data / "stsbenchmark/sts-dev.csv")))
+    assert saved["cosine_spearman"] == pytest.approx(results["dev_spearman"], abs=1e-6)  # the score is the saved model's
+
+
 def test_mnr_run_resumes_exactly_from_a_checkpoint(tmp_path):
     args = ["-q", "train", "--preset", "smoke", "--loss", "mnr", "--set", "data.synthetic_pairs=900",
             "--batch-size", "8", "--max-steps", "10", "--save-every", "5", "--no-progress"]

@@ -252,9 +252,10 @@ def _train(config: RunConfig, output, overwrite: bool, resume, progress: bool, p
     started, start_pairs = time.perf_counter(), state.pairs
     metrics = MetricsLog(run, state, progress, append=bool(resume))
     with contextlib.closing(metrics):
+        evaluation = Evaluation()
         with Interrupt(run.dist) as interrupt, speed_switches(run):
-            loop(run, state, [Evaluation(), metrics, Checkpoints(), interrupt])
-        results = finish(run, state, time.perf_counter() - started, state.pairs - start_pairs)
+            loop(run, state, [evaluation, metrics, Checkpoints(), interrupt])
+        results = finish(run, state, time.perf_counter() - started, state.pairs - start_pairs, evaluation.last)
         metrics.tracker.log_final(results, state.step)
     return results
 
@@ -548,7 +549,11 @@ def _due(step: int, every: int, last: bool) -> bool:
 
 
 class Evaluation:
-    """STS dev Spearman every ``eval_every`` steps and at the last step; keeps the best model on disk."""
+    """STS dev Spearman every ``eval_every`` steps and at the last step; keeps the best model on disk.
+    ``last`` is (step, score) of the latest evaluation, so :func:`finish` need not evaluate again."""
+
+    def __init__(self):
+        self.last: tuple[int, float | None] | None = None
 
     def __call__(self, run: Run, state: TrainState, result: StepResult, record: dict) -> None:
         t = run.config.train
@@ -558,6 +563,7 @@ class Evaluation:
             check_finite(run, state)  # on every rank (same weights, same verdict), before rank 0 saves
         if run.dist.main:
             score = record["dev_spearman"] = evaluate_dev(run)  # None when undefined (constant similarities)
+            self.last = (state.step, score)
             if t.keep_best and score is not None and (state.best is None or score > state.best):
                 state.best = score
                 save_model(run, state)
@@ -684,9 +690,11 @@ class Interrupt:
 
 
 # --------------------------------------------------------------------------- the end
-def finish(run: Run, state: TrainState, wall: float, pairs: int) -> dict:
+def finish(run: Run, state: TrainState, wall: float, pairs: int, evaluated: tuple | None = None) -> dict:
     """Final dev evaluation (of the best model when one was kept), held-out NLI accuracy, the model,
-    its report and (with ``save_every``) a last checkpoint. Returns the metrics (results.json)."""
+    its report and (with ``save_every``) a last checkpoint. Returns the metrics (results.json).
+    ``evaluated`` (step, score) is the loop's latest dev evaluation: at the last step its score (or
+    the kept best's) is the final one, so the dev set is not encoded twice."""
     from sbert_nli import report
 
     t = run.config.train
@@ -701,9 +709,13 @@ def finish(run: Run, state: TrainState, wall: float, pairs: int) -> dict:
     check_finite(run, state)
     if run.dist.main:
         if run.sts_dev is not None:
-            if t.eval_every and t.keep_best and state.best is not None:
+            kept = t.eval_every and t.keep_best and state.best is not None
+            if kept:
                 _load_best(run)  # the best dev model is on disk (the last step is always evaluated)
-            results["dev_spearman"] = evaluate_dev(run)
+            if evaluated is not None and evaluated[0] == state.step:  # same weights, same (deterministic) score
+                results["dev_spearman"] = state.best if kept else evaluated[1]
+            else:
+                results["dev_spearman"] = evaluate_dev(run)
         if run.heldout is not None and run.head is not None:
             from sbert_nli.evaluate import evaluate_nli
 
