@@ -224,3 +224,26 @@ def test_native_training_never_imports_sentence_transformers(tmp_path):
     from importlib.metadata import version
 
     assert config["__version__"]["sentence_transformers"] == version("sentence-transformers")
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e3])
+def test_gradient_clipping_is_torchs_bit_for_bit(max_norm):
+    """clip_gradients skips torch's multiply-by-1 on the CPU when nothing is clipped; clipped or not,
+    the gradients and the returned norm are exactly clip_grad_norm_'s."""
+    from sbert_nli.engines.native import clip_gradients
+
+    torch.manual_seed(0)
+    shapes = [(300, 64), (64,), (64, 64), (1,)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    for a, b in zip(ours, theirs):
+        a.grad = torch.randn(a.shape)
+        b.grad = a.grad.clone()
+    theirs[1].grad = ours[1].grad = None  # a parameter without a gradient is skipped by both
+    n1 = clip_gradients(ours, max_norm, torch.device("cpu"))
+    n2 = torch.nn.utils.clip_grad_norm_(theirs, max_norm)
+    assert torch.equal(n1, n2)
+    for a, b in zip(ours, theirs):
+        assert (a.grad is None and b.grad is None) or torch.equal(a.grad, b.grad)
+    clipped = float(n2) > max_norm
+    assert clipped == (max_norm == 1e-3)  # both branches are exercised

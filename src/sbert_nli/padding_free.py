@@ -42,23 +42,36 @@ POSITION_OFFSET = {"bert": lambda config: 0,
 
 
 class Packing:
-    """Where the real tokens of a padded batch are: ``index`` (int64 ``[T]``, positions in the
-    flattened ``[B * L]`` batch) and the key-padding mask (bool ``[B, 1, 1, L]``) for SDPA."""
+    """Where the real tokens of a right-padded batch are: ``index`` (int64 ``[T]``, positions in the
+    flattened ``[B * L]`` batch, row-major), the same as (row, position) pairs, and the key-padding
+    mask (bool ``[B, 1, 1, L]``) for SDPA."""
 
     def __init__(self, attention_mask: torch.Tensor):
         self.batch, self.length = attention_mask.shape
-        self.index = attention_mask.reshape(-1).nonzero().squeeze(1)
+        self.rows, self.positions = attention_mask.nonzero(as_tuple=True)
+        self.index = self.rows * self.length + self.positions
         self.key_mask = attention_mask.bool()[:, None, None, :]
 
     def pad(self, packed: torch.Tensor) -> torch.Tensor:
         """``[T, *rest]`` -> ``[B, L, *rest]``, zeros at the padding positions (differentiable)."""
         rest = packed.shape[1:]
-        out = packed.new_zeros((self.batch * self.length, *rest)).index_copy(0, self.index, packed)
+        out = packed.new_zeros((self.batch * self.length, *rest)).index_copy_(0, self.index, packed)
         return out.view(self.batch, self.length, *rest)
 
     def unpad(self, padded: torch.Tensor) -> torch.Tensor:
         """``[B, L, *rest]`` -> ``[T, *rest]``: the real tokens, in row-major order (differentiable)."""
         return padded.reshape(self.batch * self.length, *padded.shape[2:]).index_select(0, self.index)
+
+    def to_heads(self, packed: torch.Tensor) -> torch.Tensor:
+        """``[T, heads, head_dim]`` -> contiguous ``[B, heads, L, head_dim]`` (SDPA's layout), zeros at
+        padding: written in place, so no transposed copy is made in either direction."""
+        out = packed.new_zeros((self.batch, packed.shape[1], self.length, packed.shape[2]))
+        out[self.rows, :, self.positions] = packed
+        return out
+
+    def from_heads(self, heads: torch.Tensor) -> torch.Tensor:
+        """``[B, heads, L, head_dim]`` -> ``[T, heads, head_dim]``, the real tokens' rows."""
+        return heads[self.rows, :, self.positions]
 
 
 def packed_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, packing=None, **kwargs):
@@ -70,9 +83,10 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-    q, k, v = (packing.pad(x[0].transpose(0, 1)).transpose(1, 2) for x in (query, key, value))  # [B, h, L, d]
+    # [1, h, T, d] is a transposed view of the projection's [1, T, h, d]: undo it (a view, no copy).
+    q, k, v = (packing.to_heads(x.transpose(1, 2).squeeze(0)) for x in (query, key, value))  # [B, h, L, d]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.key_mask, dropout_p=dropout, scale=scaling)
-    return packing.unpad(out.transpose(1, 2)).unsqueeze(0), None
+    return packing.from_heads(out).unsqueeze(0), None
 
 
 def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -84,7 +98,7 @@ def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch
     positions = packing.unpad(attention_mask.cumsum(1) - 1 + offset).unsqueeze(0)
     ids = packing.unpad(input_ids).unsqueeze(0)
     hidden = transformer(input_ids=ids, position_ids=positions, packing=packing).last_hidden_state
-    return packing.pad(hidden[0])
+    return packing.pad(hidden.squeeze(0))  # squeeze, not [0]: its backward is a view, not zeros + copy
 
 
 def enable(encoder) -> bool:
