@@ -35,14 +35,22 @@ def _projection(emb):
 
 
 def _both_ways(encoder, ids, mask, loss_of=_projection):
-    """(embeddings, loss, gradients) padded, then padding-free, of the same weights in train mode."""
+    """(embeddings, loss, gradients) padded, then padding-free, of the same weights in train mode;
+    asserts the second pass really ran the packed attention (once per layer)."""
     out = []
     for packed in (False, True):
         enc = copy.deepcopy(encoder)
         if packed:
             assert padding_free.enable(enc)
         enc.train()
-        emb = enc(ids, mask)
+        calls = []
+        real = padding_free.Packing.to_heads
+        padding_free.Packing.to_heads = lambda self, x: calls.append(1) or real(self, x)
+        try:
+            emb = enc(ids, mask)
+        finally:
+            padding_free.Packing.to_heads = real
+        assert len(calls) == (3 * enc.transformer.config.num_hidden_layers if packed else 0)
         loss = loss_of(emb)
         loss.backward()
         out.append((emb.detach(), loss.detach(), {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}))
@@ -62,7 +70,7 @@ def test_packed_forward_is_the_padded_function(tiny_texts, pooling):
 
 
 def test_padding_free_keeps_the_loss_of_a_fixed_batch(tiny_texts):
-    """The softmax objective (u, v, |u-v|) on a fixed NLI-shaped batch: same loss and head gradient."""
+    """The softmax objective (u, v, |u-v|) on a fixed NLI-shaped batch: same loss."""
     from sbert_nli.losses import build_loss
 
     base = _no_dropout(build_tiny_bert(tiny_texts, hidden=32, layers=2, heads=2, vocab_size=300, max_seq_length=32))
@@ -91,6 +99,27 @@ def test_minilm_packed_equals_padded_on_real_sentences(minilm, data):
     assert float((e1 - e2).abs().max()) < 1e-5
     for name in g1:  # atol: the key biases' gradient is 0 in exact arithmetic (softmax shift), ~1e-8 here
         assert float((g1[name] - g2[name]).abs().max()) <= 1e-4 * float(g1[name].abs().max()) + 1e-6, name
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+def test_packed_attention_draws_the_same_attention_dropout(dropout):
+    """Attention-probability dropout keeps the padded [B, h, L, L] layout: with the same seed the
+    packed attention equals transformers' SDPA attention on the padded batch exactly, dropout on."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
+    packing = padding_free.Packing(mask)
+    q, k, v = (torch.randn(3, 5, 2, 4) for _ in range(3))  # [B, L, h, d]
+    module = torch.nn.Module().train()
+    module.is_causal = False
+    torch.manual_seed(1)
+    padded, _ = sdpa_attention_forward(module, *(x.transpose(1, 2) for x in (q, k, v)), packing.key_mask,
+                                       dropout=dropout, scaling=0.5)  # [B, L, h, d]
+    torch.manual_seed(1)
+    packed, _ = padding_free.packed_attention(module, *(packing.unpad(x).unsqueeze(0).transpose(1, 2) for x in (q, k, v)),
+                                              None, scaling=0.5, dropout=dropout, packing=packing)
+    assert torch.equal(packing.unpad(padded), packed[0]) or torch.allclose(packing.unpad(padded), packed[0], atol=1e-6)
 
 
 def test_roberta_family_positions_start_after_the_padding_index(tiny_texts):
@@ -128,6 +157,18 @@ def test_unpackable_models_train_padded(tiny_texts, monkeypatch, caplog):
     assert not padding_free.enable(wrong) and not wrong.padding_free
     assert "differ by" in caplog.text
     assert wrong.transformer.config._attn_implementation == "sdpa"  # restored
+    monkeypatch.setattr(padding_free, "_probe", lambda encoder: 1 / 0)  # e.g. remote code that cannot be packed
+    failing = copy.deepcopy(base)
+    assert not padding_free.enable(failing) and "preparing it failed (ZeroDivisionError" in caplog.text
+    assert failing.transformer.config._attn_implementation == "sdpa"
+
+
+def test_token_embeddings_refuses_an_unprepared_model(tiny_texts):
+    """Without our attention, packing would let every sentence attend to the whole packed row."""
+    base = build_tiny_bert(tiny_texts, hidden=32, layers=2, heads=2, vocab_size=300, max_seq_length=32)
+    ids, mask = _padded_batch(base, tiny_texts[:4])
+    with pytest.raises(RuntimeError, match="prepared by padding_free.enable"):
+        padding_free.token_embeddings(base.transformer, ids, mask)
 
 
 def test_a_padding_free_run_saves_the_same_kind_of_model(tmp_path):

@@ -144,3 +144,23 @@ def test_resume_refuses_different_settings(tmp_path, uninterrupted, capsys):
     code = main(["-q", "train", *args, "--output", str(out), "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and "train.batch_size=8" in err and "this run has 16" in err
+
+
+def test_a_checkpoint_older_than_padding_free_is_not_resumed_padding_free(tmp_path, uninterrupted, capsys):
+    """train.padding_free (default true) changed what a run computes (dropout masks); a checkpoint
+    written before the key existed ran padded, so resuming it with the default would silently change
+    the run. Refused with the setting that resumes it exactly; that setting is accepted."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(uninterrupted, out)
+    for state_file in out.glob("checkpoints/*/state.json"):
+        state = json.loads(state_file.read_text())
+        state["config"]["train"].pop("padding_free")
+        state_file.write_text(json.dumps(state))
+    code = main(["-q", "train", *ARGS, "--output", str(out), "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: checkpoint") and "predates train.padding_free" in err[-1]
+    assert err[-1].endswith("resume with --set train.padding_free=false")
+    code = main(["-q", "train", *ARGS, "--set", "train.padding_free=false", "--output", str(out), "--resume"])
+    assert code == 0

@@ -105,8 +105,8 @@ class TrainConfig:
     group_premises: bool = False
     dedup_batch: bool = True  # encode each distinct sentence once per batch
     # Native engine: linear layers on the batch's real tokens only, attention per sentence (BERT and
-    # RoBERTa families with SDPA attention; see padding_free.py). Same function; dropout masks drawn
-    # over real tokens only.
+    # RoBERTa families with SDPA attention; see padding_free.py). Same function; hidden-state dropout
+    # masks drawn over real tokens only.
     padding_free: bool = True
     split_padding_cost: int = 64  # cut a batch into length-sorted chunks when it saves > N padded tokens per chunk (0 = off)
     fused_adamw: bool = True

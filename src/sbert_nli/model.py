@@ -78,7 +78,7 @@ class SentenceEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, padded: bool = True) -> torch.Tensor:
         # padded=False (every row full length) lets attention skip the mask: a faster kernel path.
-        if padded and self.padding_free and self.training:
+        if padded and self.padding_free and self.training and not bool(attention_mask.all()):  # nothing to unpad otherwise
             from sbert_nli.padding_free import token_embeddings
 
             tokens = token_embeddings(self.transformer, input_ids, attention_mask)

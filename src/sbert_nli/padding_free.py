@@ -14,11 +14,14 @@ flash-attention's varlen kernels (Dao et al., 2022), done here with the standard
 runs on every device. It plugs into transformers' own attention registry
 (``AttentionInterface.register``): the model's layers, parameters and saved files are untouched, and
 any call without packing information (evaluation, ``encode``) runs transformers' SDPA attention
-exactly as before.
+exactly as before. Registering adds one name (``ATTENTION_NAME``) to transformers' process-wide
+attention and mask registries and never removes it: a new, unique key that changes nothing for any
+other model or name.
 
-What changes in training is only how dropout masks are drawn (over ``T`` real tokens instead of
-``B x L`` positions): same distribution, different random stream, so a run's per-step losses differ
-from the padded layout's within seed noise (the quality runs in benchmarks/RESULTS.md §8).
+What changes in training is only how the hidden-state dropout masks are drawn (over ``T`` real
+tokens instead of ``B x L`` positions; attention-probability dropout keeps the padded ``[B, h, L, L]``
+layout and its masks): same distribution, different random stream, so a run's per-step losses differ
+from the padded layout's within seed noise (benchmarks/RESULTS.md §8: two full-epoch seeds).
 """
 
 from __future__ import annotations
@@ -91,8 +94,10 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
 
 def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """The last hidden state ``[B, L, D]`` of a right-padded batch (``input_ids``/``attention_mask``
-    int64 ``[B, L]``) computed padding-free; zeros at padding positions. The transformer must have
-    been prepared by :func:`enable`."""
+    int64 ``[B, L]``) computed padding-free; zeros at padding positions. Raises RuntimeError when
+    the transformer was not prepared by :func:`enable` (its attention would mix the sentences)."""
+    if transformer.config._attn_implementation != ATTENTION_NAME:  # any other attention would ignore packing
+        raise RuntimeError("padding_free.token_embeddings needs a transformer prepared by padding_free.enable")
     packing = Packing(attention_mask)
     offset = POSITION_OFFSET[transformer.config.model_type](transformer.config)
     positions = packing.unpad(attention_mask.cumsum(1) - 1 + offset).unsqueeze(0)
@@ -104,8 +109,10 @@ def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch
 def enable(encoder) -> bool:
     """Switch ``encoder`` (a SentenceEncoder) to padding-free training when its model can be packed:
     a supported family (``POSITION_OFFSET``), transformers' SDPA attention, and a probe batch whose
-    packed and padded outputs agree to 1e-4 in eval mode. Returns whether it was enabled; when it is
-    not, training runs the padded forward as before (logged once, with the reason)."""
+    packed and padded outputs agree to 1e-4 of their scale in eval mode. Returns whether it was
+    enabled; when it is not (or preparing the model raises: remote code, an unusual attention
+    module), training runs the padded forward as before, the attention is left as it was, and the
+    log says why."""
     transformer = encoder.transformer
     config = transformer.config
     reason = None
@@ -114,12 +121,16 @@ def enable(encoder) -> bool:
     elif getattr(config, "_attn_implementation", None) != "sdpa":
         reason = f"attention is '{config._attn_implementation}', not sdpa"
     if reason is None:
-        _register()
-        transformer.set_attn_implementation(ATTENTION_NAME)
-        diff = _probe(encoder)
-        if diff > 1e-4:
+        try:
+            _register()
+            transformer.set_attn_implementation(ATTENTION_NAME)
+            diff = _probe(encoder)
+            if diff > 1e-4:
+                reason = f"its packed and padded outputs differ by {diff:.2g} (relative) on a probe batch"
+        except Exception as exc:  # noqa: BLE001 - any failure means: train padded, as before
+            reason = f"preparing it failed ({type(exc).__name__}: {str(exc)[:200]})"
+        if reason:
             transformer.set_attn_implementation("sdpa")
-            reason = f"its packed and padded outputs differ by {diff:.2g} on a probe batch"
     if reason:
         log.info("padding-free training off: %s", reason)
         return False
@@ -144,8 +155,8 @@ def _register() -> None:
 
 @torch.no_grad()
 def _probe(encoder) -> float:
-    """Max abs difference of the last hidden states, packed vs padded, on two sentences of different
-    lengths (eval mode: no dropout)."""
+    """Max abs difference of the last hidden states, packed vs padded, relative to their max abs
+    value, on two sentences of different lengths (eval mode: no dropout)."""
     from sbert_nli.data.batching import TokenStore
 
     store = TokenStore.build(["a probe sentence of several words", "short"], encoder.tokenizer, encoder.max_seq_length)
@@ -158,4 +169,4 @@ def _probe(encoder) -> float:
     finally:
         encoder.transformer.train(was_training)
     real = mask.bool()
-    return float((padded[real] - packed[real]).abs().max())
+    return float((padded[real] - packed[real]).abs().max() / padded[real].abs().max().clamp(min=1e-12))

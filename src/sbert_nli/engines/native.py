@@ -225,9 +225,11 @@ def _apply_gradients(run: Run) -> None:
 
 def clip_gradients(params: list, max_norm: float, device: torch.device) -> torch.Tensor:
     """``torch.nn.utils.clip_grad_norm_`` (global L2 norm, coefficient ``max_norm / (norm + 1e-6)``
-    clamped to 1): same norm, same gradients, bit for bit (tested). Torch always multiplies, by 1
-    when the norm is within bounds, to avoid a device-to-host sync on accelerators; on the CPU there
-    is no sync to avoid, so the no-op multiply over every gradient (~100 tensors) is skipped there."""
+    clamped to 1): same norm, same gradients, bit for bit (tested) for any finite norm. Torch always
+    multiplies, by 1 when the norm is within bounds, to avoid a device-to-host sync on accelerators;
+    on the CPU there is no sync to avoid, so the no-op multiply over every gradient (~100 tensors) is
+    skipped there. A NaN norm is not multiplied in (torch would turn every gradient NaN); the run
+    stops on it either way (check_finite)."""
     if device.type != "cpu":
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
@@ -268,7 +270,7 @@ def _train(config: RunConfig, output, overwrite: bool, resume, progress: bool, p
         evaluation = Evaluation()
         with Interrupt(run.dist) as interrupt, speed_switches(run):
             loop(run, state, [evaluation, metrics, Checkpoints(), interrupt])
-        results = finish(run, state, time.perf_counter() - started, state.pairs - start_pairs, evaluation.last)
+        results = finish(run, state, time.perf_counter() - started, state.pairs - start_pairs, evaluation)
         metrics.tracker.log_final(results, state.step)
     return results
 
@@ -468,8 +470,19 @@ def restore(run: Run, resume: str | bool) -> TrainState:
     return state
 
 
+# Settings added after checkpoints existed, whose default changed what a run computes: a checkpoint
+# without the key was written with this value (the behaviour before the key).
+BEFORE_THE_KEY = {("train", "padding_free"): False}
+
+
 def _check_resume_config(saved: dict, current: dict, found: Path) -> None:
-    """Exact resume needs the settings that shape the run: refuse a checkpoint written with others."""
+    """Exact resume needs the settings that shape the run: refuse a checkpoint written with others
+    (including one older than a setting whose default changed the run: ``BEFORE_THE_KEY``)."""
+    for (section, key), old in BEFORE_THE_KEY.items():
+        now = current.get(section, {}).get(key)
+        if key not in saved.get(section, {}) and now != old:
+            raise SbertNliError(f"checkpoint {found} predates {section}.{key} (it ran with {json.dumps(old)}), this run "
+                                f"has {json.dumps(now)}; resume with --set {section}.{key}={json.dumps(old)}")
     for section, values in saved.items():
         for key, value in values.items():
             if key in RESUME_FREE_KEYS:
@@ -567,6 +580,7 @@ class Evaluation:
 
     def __init__(self):
         self.last: tuple[int, float | None] | None = None
+        self.saved: float | None = None  # the dev score of the model this process last saved as best
 
     def __call__(self, run: Run, state: TrainState, result: StepResult, record: dict) -> None:
         t = run.config.train
@@ -578,7 +592,7 @@ class Evaluation:
             score = record["dev_spearman"] = evaluate_dev(run)  # None when undefined (constant similarities)
             self.last = (state.step, score)
             if t.keep_best and score is not None and (state.best is None or score > state.best):
-                state.best = score
+                state.best = self.saved = score
                 save_model(run, state)
         barrier(run.dist)
 
@@ -703,11 +717,13 @@ class Interrupt:
 
 
 # --------------------------------------------------------------------------- the end
-def finish(run: Run, state: TrainState, wall: float, pairs: int, evaluated: tuple | None = None) -> dict:
+def finish(run: Run, state: TrainState, wall: float, pairs: int, evaluation: Evaluation | None = None) -> dict:
     """Final dev evaluation (of the best model when one was kept), held-out NLI accuracy, the model,
     its report and (with ``save_every``) a last checkpoint. Returns the metrics (results.json).
-    ``evaluated`` (step, score) is the loop's latest dev evaluation: at the last step its score (or
-    the kept best's) is the final one, so the dev set is not encoded twice."""
+    ``evaluation`` is the loop's dev-evaluation hook: when it evaluated the last step (and, with
+    keep_best, saved the best model itself in this process), its score is the final one and the dev
+    set is not encoded twice; otherwise (e.g. the best model was saved before a resume) the model is
+    evaluated again."""
     from sbert_nli import report
 
     t = run.config.train
@@ -725,8 +741,11 @@ def finish(run: Run, state: TrainState, wall: float, pairs: int, evaluated: tupl
             kept = t.eval_every and t.keep_best and state.best is not None
             if kept:
                 _load_best(run)  # the best dev model is on disk (the last step is always evaluated)
-            if evaluated is not None and evaluated[0] == state.step:  # same weights, same (deterministic) score
-                results["dev_spearman"] = state.best if kept else evaluated[1]
+            last = evaluation.last if evaluation is not None else None
+            if last is not None and last[0] == state.step and not kept:  # the final weights' score
+                results["dev_spearman"] = last[1]
+            elif last is not None and last[0] == state.step and evaluation.saved == state.best:  # the kept model's
+                results["dev_spearman"] = state.best
             else:
                 results["dev_spearman"] = evaluate_dev(run)
         if run.heldout is not None and run.head is not None:
