@@ -6,8 +6,8 @@ loop itself with ``train.padding_free = false`` (same numbers since then). The p
 (the default since issue 18) is the same function but draws its dropout masks over real tokens
 only, so its trajectory differs from the padded one by design; ``PINNED_PADDING_FREE`` pins it, from
 the commit that added it. Tolerance: two runs of this test on b52f52a gave bit-identical losses
-(difference 0.0); 1e-5 leaves room for a different BLAS reduction order on another CPU (fp32 round-off, ~1e-7 relative per op) while any change in what the loop computes (an
-extra RNG draw moving dropout masks, a different batch order, a changed weighting, a step of the
+(difference 0.0); 1e-5 leaves room for a different BLAS reduction order on another CPU (fp32
+round-off, ~1e-7 relative per op) while any change in what the loop computes (an extra RNG draw moving dropout masks, a different batch order, a changed weighting, a step of the
 schedule) moves these losses by 1e-3 or more.
 """
 
