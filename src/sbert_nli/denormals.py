@@ -4,7 +4,7 @@ backend's session runs), the thread's floating-point environment restored on exi
 Why: a softmax computes ``exp(x - max)``; where a row's logits span more than ~87, the small terms
 are denormal floats (below 1.2e-38), which x86 cores handle in microcode at roughly a hundred times
 the cost of a normal operation. Several of all-MiniLM-L6-v2's attention heads span that much, so
-onnxruntime's Softmax took 0.48 s of a 3.3 s int8 encode of 2,000 sentences, 0.15 s with the
+onnxruntime's Softmax took 0.48 s of a 3.2 s int8 encode of 2,000 sentences, 0.15 s with the
 denormals flushed (one thread; benchmarks/RESULTS.md §3): int8 encoding is ~10 % faster. Flushing
 changes a result only where a term below 1.2e-38 is dropped against terms near 1.
 
