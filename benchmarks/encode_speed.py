@@ -4,6 +4,7 @@
     python benchmarks/encode_speed.py --model minilm --repeats 3
     python benchmarks/encode_speed.py --precisions fp32 --onnx --st-onnx-python /path/to/python --repeats 5
     python benchmarks/encode_speed.py --device cuda --model minilm --sentences 5000   # GPU (gpu_speed.sh)
+    OMP_NUM_THREADS=1 taskset -c 0 python benchmarks/encode_speed.py --precisions fp32 --onnx --threads 1   # one core
 
 The machine (CPU model, SIMD flags, torch's dispatch level, threads, bf16 native or not; the GPU with
 ``--device cuda``) is printed beside the table and stored in the JSON.
@@ -69,8 +70,7 @@ def onnx_variants(args, path: str, texts: list[str], timed) -> dict:
     from sbert_nli.onnx_backend import OnnxEncoder
 
     folder = OUT / f"{args.model}-onnx"
-    if not (folder / "onnx" / FILES["pipeline_int8"]).is_file():
-        export_onnx(path, str(folder), "int8")
+    export_onnx(path, str(folder), "int8")  # every run: an export left by an older version would be timed otherwise
     variants = {}
     if args.st_onnx_python:
         _, run = st_onnx_worker(args.st_onnx_python, str(folder), texts,
@@ -78,7 +78,7 @@ def onnx_variants(args, path: str, texts: list[str], timed) -> dict:
         variants["sentence-transformers onnx fp32"] = lambda: run("onnx/" + FILES["transformer"], args.batch_size)
         variants["sentence-transformers onnx int8"] = lambda: run("onnx/" + FILES["transformer_int8"], args.batch_size)
     for name, quantized in (("fp32", False), ("int8", True)):
-        ours = OnnxEncoder.load(folder, quantized=quantized)
+        ours = OnnxEncoder.load(folder, quantized=quantized, threads=args.threads)
         variants[f"sbert-nli onnx {name}"] = lambda e=ours: timed(lambda: e.encode(texts, batch_size=args.batch_size))
     return variants
 
@@ -97,6 +97,8 @@ def main() -> None:
     parser.add_argument("--precisions", default="fp32,bf16", help="PyTorch precisions")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N] (the ONNX rows are CPU only)")
     parser.add_argument("--onnx", action="store_true", help="add the ONNX rows (needs the [onnx] extra)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch and onnxruntime (0: each library's default, one per core)")
     parser.add_argument("--st-onnx-python", default=os.environ.get("SBERT_NLI_ST_ONNX_PYTHON"),
                         help="a Python with sentence-transformers[onnx] for its backend='onnx' rows")
     args = parser.parse_args()
@@ -104,6 +106,10 @@ def main() -> None:
         sys.exit(f"error: --device {args.device}: no CUDA GPU visible to torch {torch.__version__}")
     if args.onnx and args.device != "cpu":
         sys.exit("error: --onnx rows run on CPU; use --device cpu")
+    if args.threads > 0:
+        if args.st_onnx_python:
+            sys.exit("error: --threads does not reach the sentence-transformers ONNX worker; drop one of them")
+        torch.set_num_threads(args.threads)
     path = model_path(args.model)
     texts = sentences(args.sentences)
     ours = SentenceEncoder.load(path).to(args.device)
