@@ -253,6 +253,9 @@ def test_refusals_are_one_line(tiny_folder, tmp_path, capsys, monkeypatch):
     assert "is a file" in _error(capsys)
     assert main(["export", str(tiny_folder), "--quantize", "int4"]) == 2
     assert "int4" in _error(capsys)
+    # a mistyped path names the real problem, not the missing --output of a hub id
+    assert main(["export", str(tmp_path / "no-such-model")]) == 2
+    assert "does not exist" in _error(capsys)
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # the [onnx] extra is not installed
     assert main(["export", str(tiny_folder)]) == 2

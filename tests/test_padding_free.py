@@ -171,7 +171,7 @@ def test_token_embeddings_refuses_an_unprepared_model(tiny_texts):
         padding_free.token_embeddings(base.transformer, ids, mask)
 
 
-def test_a_padding_free_run_saves_the_same_kind_of_model(tmp_path):
+def test_a_padding_free_run_saves_the_same_kind_of_model(tmp_path, caplog):
     """results.json says it was on; the saved config names no attention of ours, so any
     transformers/sentence-transformers loads the folder as a plain BERT."""
     from sbert_nli.config import resolve
@@ -180,8 +180,10 @@ def test_a_padding_free_run_saves_the_same_kind_of_model(tmp_path):
 
     config = resolve("smoke", None, {"train": {"max_steps": 3, "device": "cpu", "precision": "fp32"},
                                      "data": {"synthetic_pairs": 300}})
+    caplog.set_level(logging.INFO, logger="sbert_nli")
     results = train(config, tmp_path / "run", progress=False)
     assert results["padding_free"] is True
+    assert "padding-free training: linear layers on real tokens only" in caplog.text
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["padding_free"] is True
     assert padding_free.ATTENTION_NAME not in (tmp_path / "run" / "config.json").read_text()

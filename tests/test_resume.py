@@ -144,6 +144,9 @@ def test_resume_refuses_different_settings(tmp_path, uninterrupted, capsys):
     code = main(["-q", "train", *args, "--output", str(out), "--resume"])
     err = capsys.readouterr().err
     assert code == 2 and "train.batch_size=8" in err and "this run has 16" in err
+    code = main(["-q", "train", *ARGS, "--set", "train.padding_free=false", "--output", str(out), "--resume"])
+    err = capsys.readouterr().err  # values as the command line writes them (true/false), not Python's
+    assert code == 2 and "train.padding_free=true, this run has false" in err
 
 
 def test_a_checkpoint_older_than_padding_free_is_not_resumed_padding_free(tmp_path, uninterrupted, capsys):

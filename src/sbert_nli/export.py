@@ -75,6 +75,8 @@ def export_onnx(model: str, output: str | None = None, quantize: str | None = No
     from sbert_nli.model import SentenceEncoder, resolve_model_folder, set_attention
 
     if output is None and not Path(model).is_dir():
+        if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a hub id: say what is wrong
+            resolve_model_folder(model)  # raises: does not exist / is a file
         raise SbertNliError(f"'{model}' is not a local folder; pass --output DIR for the exported model")
     folder = resolve_model_folder(model)
     encoder = SentenceEncoder.load(str(folder)).eval()  # refuses unknown modules and pooling modes

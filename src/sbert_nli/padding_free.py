@@ -135,6 +135,7 @@ def enable(encoder) -> bool:
         log.info("padding-free training off: %s", reason)
         return False
     encoder.padding_free = True
+    log.info("padding-free training: linear layers on real tokens only (train.padding_free=false to train padded)")
     return True
 
 

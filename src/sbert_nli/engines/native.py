@@ -489,8 +489,8 @@ def _check_resume_config(saved: dict, current: dict, found: Path) -> None:
                 continue
             now = current.get(section, {}).get(key)
             if now != value:
-                raise SbertNliError(f"checkpoint {found} was written with {section}.{key}={value!r}, this run has "
-                                    f"{now!r}; resume with the same settings (they are in its state.json)")
+                raise SbertNliError(f"checkpoint {found} was written with {section}.{key}={json.dumps(value, default=str)}, this run "
+                                    f"has {json.dumps(now, default=str)}; resume with the same settings (they are in its state.json)")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
