@@ -72,10 +72,10 @@ def export_onnx(model: str, output: str | None = None, quantize: str | None = No
     require_onnx()
     if quantize not in (None, "int8"):
         raise SbertNliError(f"--quantize {quantize} is not supported; use int8")
-    from sbert_nli.model import SentenceEncoder, resolve_model_folder, set_attention
+    from sbert_nli.model import SentenceEncoder, is_path_like, resolve_model_folder, set_attention
 
     if output is None and not Path(model).is_dir():
-        if model.startswith((".", "/", "~")) or model.count("/") > 1:  # a path, not a hub id: say what is wrong
+        if is_path_like(model):  # a mistyped path, not a hub id: say what is wrong
             resolve_model_folder(model)  # raises: does not exist / is a file
         raise SbertNliError(f"'{model}' is not a local folder; pass --output DIR for the exported model")
     folder = resolve_model_folder(model)

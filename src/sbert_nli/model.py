@@ -218,6 +218,12 @@ def _write_json(path: Path, data) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
 
+def is_path_like(name: str) -> bool:
+    """Whether a model name that is not an existing folder can only be a (mistyped) path, not a hub
+    id: it starts with ``.``, ``/`` or ``~``, or has more than one ``/`` (hub ids are ``owner/name``)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
 def resolve_model_folder(name: str) -> Path:
     """A local folder as is; a hub id downloaded (config, tokenizer, safetensors: never pickles)."""
     path = Path(name)
@@ -231,7 +237,7 @@ def resolve_model_folder(name: str) -> Path:
         if not any(path.glob("*.safetensors")):
             raise SbertNliError(f"{path} has no .safetensors weights; sbert-nli loads safetensors only (convert the weights first)")
         return path
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if is_path_like(name):
         raise SbertNliError(f"model folder {name} does not exist")
     from sbert_nli.hub import require_hub
 

@@ -742,12 +742,9 @@ def finish(run: Run, state: TrainState, wall: float, pairs: int, evaluation: Eva
             if kept:
                 _load_best(run)  # the best dev model is on disk (the last step is always evaluated)
             last = evaluation.last if evaluation is not None else None
-            if last is not None and last[0] == state.step and not kept:  # the final weights' score
-                results["dev_spearman"] = last[1]
-            elif last is not None and last[0] == state.step and evaluation.saved == state.best:  # the kept model's
-                results["dev_spearman"] = state.best
-            else:
-                results["dev_spearman"] = evaluate_dev(run)
+            # The loop scored these weights already: the final ones, or the kept best it saved itself.
+            scored = last is not None and last[0] == state.step and (not kept or evaluation.saved == state.best)
+            results["dev_spearman"] = (state.best if kept else last[1]) if scored else evaluate_dev(run)
         if run.heldout is not None and run.head is not None:
             from sbert_nli.evaluate import evaluate_nli
 
