@@ -32,11 +32,16 @@ def build_run(args):
     from sbert_nli.config import resolve
     from sbert_nli.engines.native import setup
 
-    config = resolve(None, None, {
+    overrides = {
         "model": {"name": model_path(args.model), "max_seq_length": 128},
         "data": {"train": train_files(args.data)},
         "train": {"batch_size": args.batch_size, "precision": args.precision, "device": "cpu"},
-    })
+    }
+    for item in args.set:  # as the CLI's --set: SECTION.KEY=VALUE, coerced by the config's own types
+        key, value = item.split("=", 1)
+        section, name = key.split(".", 1)
+        overrides.setdefault(section, {})[name] = value
+    config = resolve(None, None, overrides)
     if config.train.reuse_host_memory:  # as `sbert-nli train` does on CPU (process-wide, see host_memory.py)
         from sbert_nli.host_memory import keep_freed_memory
 
@@ -80,6 +85,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch/OpenMP/MKL threads (0: inherit)")
     parser.add_argument("--isa", choices=sorted(ISA_ENV), help="emulate a CPU with only this ISA (re-runs itself)")
     parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config field, as `sbert-nli train --set` (repeatable)")
     args = parser.parse_args()
     if (args.isa or args.threads) and os.environ.get("SBERT_NLI_PROFILE_CHILD") != "1":
         verify_isa(args.isa)  # the switches must be set before torch loads: run again in a fresh process

@@ -27,7 +27,9 @@ def examples(tiny_texts):
     return mnr_examples(synthetic_nli(600, seed=0), enc.tokenizer, 32)
 
 
-def _encoder(tiny_texts, dropout: float):
+def _encoder(tiny_texts, dropout: float, rng: str = "torch"):
+    """``rng`` "pcg64": the masks of train.fast_dropout (sbert_nli.dropout), seeded from torch's generator."""
+    from sbert_nli import dropout as fast_dropout
     from sbert_nli.model import build_tiny_bert
 
     enc = build_tiny_bert(tiny_texts, hidden=32, layers=2, heads=2, vocab_size=300, max_seq_length=32, seed=0)
@@ -35,6 +37,8 @@ def _encoder(tiny_texts, dropout: float):
     for module in enc.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = dropout
+    if rng == "pcg64":
+        assert fast_dropout.enable(enc) > 0
     return enc.train()
 
 
@@ -119,9 +123,10 @@ def _dropout_outputs(encoder):
     return seen, handles
 
 
-def test_dropout_masks_are_replayed_exactly(tiny_texts, examples):
+@pytest.mark.parametrize("rng", ["torch", "pcg64"])
+def test_dropout_masks_are_replayed_exactly(tiny_texts, examples, rng):
     cols = _batches(examples, "triplet", steps=1)[0]
-    enc = _encoder(tiny_texts, dropout=0.3)
+    enc = _encoder(tiny_texts, dropout=0.3, rng=rng)
     chunks, positions = _step_inputs(examples, cols, K)
     seen, handles = _dropout_outputs(enc)
     torch.manual_seed(7)
@@ -137,8 +142,9 @@ def test_dropout_masks_are_replayed_exactly(tiny_texts, examples):
     assert any(bool((a == 0).any()) for a in first)  # dropout really dropped something
 
 
+@pytest.mark.parametrize("rng", ["torch", "pcg64"])
 @pytest.mark.parametrize("loss_name", ["mnr", "cosent"])
-def test_with_dropout_the_gradient_is_that_of_the_masks_drawn(tiny_texts, examples, monkeypatch, loss_name):
+def test_with_dropout_the_gradient_is_that_of_the_masks_drawn(tiny_texts, examples, monkeypatch, loss_name, rng):
     """Reference: the same chunks encoded once with a graph from the same seed (the same masks), one
     backward. Without the RNG replay the cached gradient is wrong, and this test sees it."""
     cols = _batches(examples, "triplet", steps=1)[0]
@@ -150,7 +156,7 @@ def test_with_dropout_the_gradient_is_that_of_the_masks_drawn(tiny_texts, exampl
         loss_of = lambda emb: CoSENTLoss()(emb, positions[0], positions[1], scores)  # noqa: E731
 
     def grads(replay: bool):
-        enc = _encoder(tiny_texts, dropout=0.3)
+        enc = _encoder(tiny_texts, dropout=0.3, rng=rng)
         torch.manual_seed(11)
         if replay is None:
             loss_of(torch.cat([enc(*c) for c in chunks])).backward()

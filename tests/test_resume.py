@@ -149,21 +149,40 @@ def test_resume_refuses_different_settings(tmp_path, uninterrupted, capsys):
     assert code == 2 and "train.padding_free=true, this run has false" in err
 
 
-def test_a_checkpoint_older_than_padding_free_is_not_resumed_padding_free(tmp_path, uninterrupted, capsys):
-    """train.padding_free (default true) changed what a run computes (dropout masks); a checkpoint
-    written before the key existed ran padded, so resuming it with the default would silently change
-    the run. Refused with the setting that resumes it exactly; that setting is accepted."""
+@pytest.mark.parametrize("key", ["padding_free", "fast_dropout"])
+def test_a_checkpoint_older_than_a_key_is_not_resumed_with_its_new_default(tmp_path, uninterrupted, capsys, key):
+    """train.padding_free and train.fast_dropout (default true) changed what a run computes (dropout
+    masks); a checkpoint written before the key existed ran without it, so resuming it with the
+    default would silently change the run. Refused with the setting that resumes it exactly; that
+    setting is accepted."""
     import shutil
 
     out = tmp_path / "old"
     shutil.copytree(uninterrupted, out)
     for state_file in out.glob("checkpoints/*/state.json"):
         state = json.loads(state_file.read_text())
-        state["config"]["train"].pop("padding_free")
+        state["config"]["train"].pop(key)
         state_file.write_text(json.dumps(state))
     code = main(["-q", "train", *ARGS, "--output", str(out), "--resume"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and err[-1].startswith("error: checkpoint") and "predates train.padding_free" in err[-1]
-    assert err[-1].endswith("resume with --set train.padding_free=false")
-    code = main(["-q", "train", *ARGS, "--set", "train.padding_free=false", "--output", str(out), "--resume"])
+    assert code == 2 and err[-1].startswith("error: checkpoint") and f"predates train.{key}" in err[-1]
+    assert err[-1].endswith(f"resume with --set train.{key}=false")
+    code = main(["-q", "train", *ARGS, "--set", f"train.{key}=false", "--output", str(out), "--resume"])
+    assert code == 0
+
+
+def test_a_checkpoint_older_than_both_keys_names_both_settings(tmp_path, uninterrupted, capsys):
+    import shutil
+
+    out = tmp_path / "older"
+    shutil.copytree(uninterrupted, out)
+    for state_file in out.glob("checkpoints/*/state.json"):
+        state = json.loads(state_file.read_text())
+        state["config"]["train"].pop("padding_free"), state["config"]["train"].pop("fast_dropout")
+        state_file.write_text(json.dumps(state))
+    code = main(["-q", "train", *ARGS, "--output", str(out), "--resume"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].endswith("resume with --set train.padding_free=false --set train.fast_dropout=false")
+    code = main(["-q", "train", *ARGS, "--set", "train.padding_free=false", "--set", "train.fast_dropout=false",
+                 "--output", str(out), "--resume"])
     assert code == 0

@@ -108,7 +108,12 @@ class TrainConfig:
     # RoBERTa families with SDPA attention; see padding_free.py). Same function; hidden-state dropout
     # masks drawn over real tokens only.
     padding_free: bool = True
-    split_padding_cost: int = 64  # cut a batch into length-sorted chunks when it saves > N padded tokens per chunk (0 = off)
+    # Native engine, CPU: dropout masks drawn by numpy's PCG64 (seeded from torch's generator), not
+    # torch's serial CPU generator; same inverted dropout, another random stream (see dropout.py).
+    fast_dropout: bool = True
+    # Padded training: cut a batch into length-sorted chunks when it saves > N padded tokens per chunk
+    # (0 = off). Padding-free training always runs one chunk (nothing padded to save in its linear layers).
+    split_padding_cost: int = 64
     fused_adamw: bool = True
     embedding_grad_buffer: bool = True  # word-embedding gradient added in place, only used rows reset (single process)
     reuse_host_memory: bool = True  # CPU, CLI only: keep freed memory mapped (process-wide, one-way; see host_memory.py)

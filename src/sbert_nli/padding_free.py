@@ -27,10 +27,14 @@ from the padded layout's within seed noise (benchmarks/RESULTS.md §8: two full-
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from sbert_nli.dropout import PCG64Dropout
+from sbert_nli.dropout import dropout as pcg64_dropout
 
 log = logging.getLogger("sbert_nli")
 
@@ -88,8 +92,22 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     # [1, h, T, d] is a transposed view of the projection's [1, T, h, d]: undo it (a view, no copy).
     q, k, v = (packing.to_heads(x.transpose(1, 2).squeeze(0)) for x in (query, key, value))  # [B, h, L, d]
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.key_mask, dropout_p=dropout, scale=scaling)
+    if dropout > 0 and isinstance(getattr(module, "dropout", None), PCG64Dropout):
+        out = _attention_with_pcg64_dropout(q, k, v, packing.key_mask, scaling, dropout)
+    else:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=packing.key_mask, dropout_p=dropout, scale=scaling)
     return packing.from_heads(out).unsqueeze(0), None
+
+
+def _attention_with_pcg64_dropout(q, k, v, key_mask, scaling, p):
+    """SDPA's own CPU path when dropout is on (``at::_scaled_dot_product_attention_math``: q and k
+    each scaled by sqrt(scale), the bool mask added as 0 / -inf, softmax, dropout, times v), with
+    the dropout mask from :func:`sbert_nli.dropout.keep_mask` instead of torch's generator.
+    ``[B, h, L, d]`` in and out; ``key_mask`` bool ``[B, 1, 1, L]``."""
+    root = math.sqrt(scaling if scaling is not None else 1.0 / math.sqrt(q.shape[-1]))
+    scores = torch.matmul(q * root, k.transpose(-2, -1) * root)
+    scores = scores.masked_fill(~key_mask, float("-inf"))
+    return torch.matmul(pcg64_dropout(torch.softmax(scores, dim=-1), p), v)
 
 
 def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -161,7 +161,7 @@ def optimiser_step(run: Run, index: np.ndarray) -> StepResult:
         part = micro[k * d.world + d.rank]
         weight = len(part) * d.world / len(index)
         chunks, positions, labels, n_tokens = make_batch(run.examples, part, t.dedup_batch, run.device,
-                                                         t.split_padding_cost, pad_multiple=t.pad_to_multiple_of)
+                                                         split_cost(run), pad_multiple=t.pad_to_multiple_of)
         tokens += n_tokens
         last = k == t.grad_accum - 1
         with run.model.no_sync() if (d.world > 1 and not last) else contextlib.nullcontext():
@@ -190,7 +190,7 @@ def cached_optimiser_step(run: Run, index: np.ndarray) -> StepResult:
     part = np.array_split(index, d.world)[d.rank]
     weight = len(part) * d.world / len(index)
     chunks, positions, labels, tokens = make_batch(run.examples, part, t.dedup_batch, run.device,
-                                                   t.split_padding_cost, n_chunks=t.grad_accum,
+                                                   split_cost(run), n_chunks=t.grad_accum,
                                                    pad_multiple=t.pad_to_multiple_of)
     objective = run.model.module if d.world > 1 else run.model
 
@@ -207,6 +207,13 @@ def cached_optimiser_step(run: Run, index: np.ndarray) -> StepResult:
     loss = cached_backward(encode, chunks, lambda emb: objective.loss_of(emb, positions, labels), backward, sync)
     _apply_gradients(run)
     return StepResult(loss.float() * weight / d.world, len(part), tokens)
+
+
+def split_cost(run: Run) -> int:
+    """``train.split_padding_cost``, or 0 (one chunk) when the encoder trains padding-free: splitting
+    only saves padded rows of the linear layers, which the packed forward never computes, and each
+    extra chunk costs its own kernel calls, dropout draws and weight-gradient sums (RESULTS.md §8)."""
+    return 0 if run.encoder.padding_free else run.config.train.split_padding_cost
 
 
 def _apply_gradients(run: Run) -> None:
@@ -320,6 +327,10 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         from sbert_nli.padding_free import enable
 
         enable(encoder)
+    if t.fast_dropout and device.type == "cpu":  # on a GPU torch's fused dropout kernel is already fast
+        from sbert_nli import dropout
+
+        dropout.enable(encoder)
     loss_fn, model = _build_objective(config, encoder, device, dist_info)
     if dist_info.main:
         log.info("examples: %s; %d sentence(s) truncated to %d tokens", examples.note, examples.store.truncated,
@@ -472,17 +483,18 @@ def restore(run: Run, resume: str | bool) -> TrainState:
 
 # Settings added after checkpoints existed, whose default changed what a run computes: a checkpoint
 # without the key was written with this value (the behaviour before the key).
-BEFORE_THE_KEY = {("train", "padding_free"): False}
+BEFORE_THE_KEY = {("train", "padding_free"): False, ("train", "fast_dropout"): False}
 
 
 def _check_resume_config(saved: dict, current: dict, found: Path) -> None:
     """Exact resume needs the settings that shape the run: refuse a checkpoint written with others
     (including one older than a setting whose default changed the run: ``BEFORE_THE_KEY``)."""
-    for (section, key), old in BEFORE_THE_KEY.items():
-        now = current.get(section, {}).get(key)
-        if key not in saved.get(section, {}) and now != old:
-            raise SbertNliError(f"checkpoint {found} predates {section}.{key} (it ran with {json.dumps(old)}), this run "
-                                f"has {json.dumps(now)}; resume with --set {section}.{key}={json.dumps(old)}")
+    older = [(f"{section}.{key}", old, current.get(section, {}).get(key)) for (section, key), old in BEFORE_THE_KEY.items()
+             if key not in saved.get(section, {}) and current.get(section, {}).get(key) != old]
+    if older:  # all of them in one message: an old checkpoint usually lacks every newer key
+        ran = ", ".join(f"{name} (it ran with {json.dumps(old)}, this run has {json.dumps(now)})" for name, old, now in older)
+        flags = " ".join(f"--set {name}={json.dumps(old)}" for name, old, _ in older)
+        raise SbertNliError(f"checkpoint {found} predates {ran}; resume with {flags}")
     for section, values in saved.items():
         for key, value in values.items():
             if key in RESUME_FREE_KEYS:
@@ -724,17 +736,16 @@ def finish(run: Run, state: TrainState, wall: float, pairs: int, evaluation: Eva
     keep_best, saved the best model itself in this process), its score is the final one and the dev
     set is not encoded twice; otherwise (e.g. the best model was saved before a resume) the model is
     evaluated again."""
-    from sbert_nli import report
+    from sbert_nli import dropout, padding_free, report
 
     t = run.config.train
     results: dict = {"steps": state.step, "train_pairs": len(run.data), "examples": run.examples.note,
                      "engine": "native", "wall_s": wall, "pairs_per_s": pairs * run.dist.world / max(wall, 1e-9),
                      "tokens": state.tokens, "precision": run.precision, "device": str(run.device),
                      "pooling": run.encoder.pooling, "max_seq_length": run.encoder.max_seq_length,
-                     "padding_free": run.encoder.padding_free}
-    from sbert_nli.padding_free import disable
-
-    disable(run.encoder)  # the trained model leaves as it was loaded (transformers' SDPA attention)
+                     "padding_free": run.encoder.padding_free, "fast_dropout": dropout.active(run.encoder)}
+    padding_free.disable(run.encoder)  # the trained model leaves as it was loaded: transformers' SDPA attention,
+    dropout.disable(run.encoder)  # torch's nn.Dropout modules
     check_finite(run, state)
     if run.dist.main:
         if run.sts_dev is not None:
