@@ -167,3 +167,14 @@ def test_a_run_reports_it_and_saves_torchs_modules(tmp_path):
         assert results["fast_dropout"] is fast
         model = SentenceEncoder.load(str(tmp_path / str(fast)))
         assert not dropout.active(model) and any(type(m) is torch.nn.Dropout for m in model.modules())
+
+
+def test_fast_dropout_is_used_on_cpu_uncompiled_only():
+    from sbert_nli.config import TrainConfig
+    from sbert_nli.engines.native import fast_dropout_applies
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert fast_dropout_applies(TrainConfig(), cpu)
+    assert not fast_dropout_applies(TrainConfig(fast_dropout=False), cpu)
+    assert not fast_dropout_applies(TrainConfig(compile=True), cpu)
+    assert not fast_dropout_applies(TrainConfig(), gpu)

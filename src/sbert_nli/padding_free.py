@@ -20,8 +20,9 @@ other model or name.
 
 What changes in training is only how the hidden-state dropout masks are drawn (over ``T`` real
 tokens instead of ``B x L`` positions; attention-probability dropout keeps the padded ``[B, h, L, L]``
-layout and its masks): same distribution, different random stream, so a run's per-step losses differ
-from the padded layout's within seed noise (benchmarks/RESULTS.md §8: two full-epoch seeds).
+layout, drawn by SDPA, or by sbert_nli.dropout's PCG64 when the attention module's dropout is a
+``PCG64Dropout``): same distribution, different random stream, so a run's per-step losses differ
+from the padded layout's within seed noise (benchmarks/RESULTS.md §8: full-epoch seeds).
 """
 
 from __future__ import annotations

@@ -327,7 +327,7 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         from sbert_nli.padding_free import enable
 
         enable(encoder)
-    if t.fast_dropout and device.type == "cpu":  # on a GPU torch's fused dropout kernel is already fast
+    if fast_dropout_applies(t, device):
         from sbert_nli import dropout
 
         dropout.enable(encoder)
@@ -347,6 +347,13 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
         run.total_steps = min(run.total_steps, t.max_steps)
     _build_optimiser(run)
     return run
+
+
+def fast_dropout_applies(t, device: torch.device) -> bool:
+    """Whether ``train.fast_dropout`` (PCG64 masks, sbert_nli.dropout) is used: on CPU, uncompiled.
+    On a GPU torch's fused dropout kernel is already fast; compiled code draws its own masks
+    (inductor's Philox), and a numpy call inside the graph would only break it."""
+    return t.fast_dropout and device.type == "cpu" and not t.compile
 
 
 def _build_objective(config: RunConfig, encoder, device: torch.device, dist_info: Dist):
