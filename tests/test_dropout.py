@@ -114,12 +114,15 @@ def test_the_same_masks_give_torchs_loss_and_gradients(tiny_texts, monkeypatch, 
     out = []
     for fast in (False, True):
         enc, h = copy.deepcopy(base).train(), copy.deepcopy(head)
+        shapes = []
         if fast:
             assert dropout.enable(enc) > 0
-            monkeypatch.setattr(dropout, "keep_mask", _torch_masks)
+            monkeypatch.setattr(dropout, "keep_mask", lambda shape, p: shapes.append(len(shape)) or _torch_masks(shape, p))
         torch.manual_seed(5)
         loss = h(enc(batch["input_ids"], batch["attention_mask"]), rows[:8], rows[8:], labels)
         loss.backward()
+        if fast:  # attention-probability masks [B, h, L, L] come from keep_mask exactly where packed attention runs
+            assert shapes.count(4) == (enc.transformer.config.num_hidden_layers if packed else 0) and 3 in shapes
         out.append((loss.detach(), {n: p.grad for n, p in enc.named_parameters() if p.grad is not None}))
         monkeypatch.undo()
     (l1, g1), (l2, g2) = out
@@ -135,24 +138,32 @@ def test_the_same_masks_give_torchs_loss_and_gradients(tiny_texts, monkeypatch, 
     assert abs(float(loss.detach()) - float(l1)) > 1e-6
 
 
-def test_padding_free_attention_uses_pcg64_masks_only_when_enabled(monkeypatch):
+@pytest.mark.parametrize("dtype, scaling", [(torch.float32, 0.5), (torch.float32, None), (torch.bfloat16, None)])
+def test_padding_free_attention_uses_pcg64_masks_only_when_enabled(monkeypatch, dtype, scaling):
     """The attention-probability dropout of the packed attention draws from keep_mask when the
-    module's dropout is a PCG64Dropout, and equals SDPA's own when given SDPA's masks."""
+    module's dropout is a PCG64Dropout (never otherwise), and equals SDPA's own given SDPA's masks,
+    also for bf16 inputs under autocast (SDPA computes in fp32 there, and so must we)."""
     torch.manual_seed(0)
     mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]])
     packing = padding_free.Packing(mask)
-    q, k, v = (packing.unpad(torch.randn(3, 5, 2, 4)).unsqueeze(0).transpose(1, 2) for _ in range(3))
+    q, k, v = (packing.unpad(torch.randn(3, 5, 2, 4)).unsqueeze(0).transpose(1, 2).to(dtype) for _ in range(3))
     module = torch.nn.Module().train()
     module.dropout = torch.nn.Dropout(0.3)
-    torch.manual_seed(1)
-    sdpa, _ = padding_free.packed_attention(module, q, k, v, None, scaling=0.5, dropout=0.3, packing=packing)
-    module.dropout = dropout.PCG64Dropout(0.3)
     calls = []
     monkeypatch.setattr(dropout, "keep_mask", lambda shape, p: calls.append(tuple(shape)) or _torch_masks(shape, p))
-    torch.manual_seed(1)
-    ours, _ = padding_free.packed_attention(module, q, k, v, None, scaling=0.5, dropout=0.3, packing=packing)
-    assert calls == [(3, 2, 5, 5)]  # [B, h, L, L]
-    assert torch.allclose(ours, sdpa, atol=1e-6)
+    outputs = []
+    for fast in (False, True):
+        if fast:
+            module.dropout = dropout.PCG64Dropout(0.3)
+        torch.manual_seed(1)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out, _ = padding_free.packed_attention(module, q, k, v, None, scaling=scaling, dropout=0.3, packing=packing)
+        assert calls == ([(3, 2, 5, 5)] if fast else [])  # [B, h, L, L]
+        outputs.append(out)
+    sdpa, ours = outputs
+    assert ours.dtype == sdpa.dtype == dtype
+    # bf16: bit for bit (autocast left on inside would give 1.6e-2 here: bf16 softmax and noise).
+    assert torch.equal(ours, sdpa) if dtype == torch.bfloat16 else torch.allclose(ours, sdpa, atol=1e-6)
 
 
 def test_a_run_reports_it_and_saves_torchs_modules(tmp_path):

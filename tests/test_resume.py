@@ -166,7 +166,10 @@ def test_a_checkpoint_older_than_a_key_is_not_resumed_with_its_new_default(tmp_p
     code = main(["-q", "train", *ARGS, "--output", str(out), "--resume"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith("error: checkpoint") and f"predates train.{key}" in err[-1]
-    assert err[-1].endswith(f"resume with --set train.{key}=false")
+    assert f"resume with --set train.{key}=false" in err[-1]
+    # A padding-free checkpoint from before fast_dropout ran split chunks: the message says the rest
+    # of the run cannot draw the same masks (one chunk now).
+    assert ("this version runs one chunk" in err[-1]) is (key == "fast_dropout")
     code = main(["-q", "train", *ARGS, "--set", f"train.{key}=false", "--output", str(out), "--resume"])
     assert code == 0
 

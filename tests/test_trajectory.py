@@ -6,7 +6,8 @@ Pinned on b52f52a (before the loop was restructured), with the padded forward an
 false`` (same numbers since then, on Intel AVX-512 and AMD AVX2 CPUs). The defaults (issue 18:
 padding-free forward in one chunk, dropout masks from PCG64) compute the same function but draw
 their dropout masks differently, so their trajectory differs by design; ``PINNED_DEFAULTS`` pins it,
-from the commit that made them the defaults (two runs: identical).
+from the commit that made them the defaults (two runs: identical); ``PINNED_TORCH_DROPOUT`` the
+padding-free forward with torch's dropout (the path on a GPU or compiled), pinned alongside.
 
 Tolerance: two runs of this test on b52f52a gave bit-identical losses (difference 0.0); 1e-5 leaves
 room for a different BLAS reduction order on another CPU (fp32 round-off, ~1e-7 relative per op)
@@ -36,11 +37,19 @@ PINNED_DEFAULTS = [
     1.0102023, 0.9426370, 0.9908713, 0.8929736, 1.0108573, 1.0051975,
     0.9564144, 0.8948467, 0.9323868, 0.9186727, 0.9652293, 0.9189610,
 ]
+PINNED_TORCH_DROPOUT = [
+    1.0568397, 1.0583676, 1.0895877, 1.0758679, 1.0254050, 1.2235640,
+    1.2002803, 1.1500607, 1.0494261, 1.1692574, 0.9810367, 1.0956280,
+    1.0022581, 0.9352573, 1.0271994, 1.0239205, 0.9323509, 1.1417937,
+    1.0061132, 0.9330401, 1.0014666, 0.9136391, 0.9954697, 0.9983048,
+    0.9683688, 0.8807613, 0.9331716, 0.9046974, 0.9756970, 0.9146114,
+]
 TOLERANCE = 1e-5
 
 
-@pytest.mark.parametrize("switches, pinned", [({"padding_free": False, "fast_dropout": False}, PINNED), ({}, PINNED_DEFAULTS)],
-                         ids=["padded", "defaults"])
+@pytest.mark.parametrize("switches, pinned", [({"padding_free": False, "fast_dropout": False}, PINNED), ({}, PINNED_DEFAULTS),
+                                              ({"fast_dropout": False}, PINNED_TORCH_DROPOUT)],
+                         ids=["padded", "defaults", "padding-free-torch-dropout"])
 def test_smoke_loss_trajectory_is_pinned(tmp_path, switches, pinned):
     config = resolve("smoke", None, {"train": {"max_steps": 30, "log_every": 1, "precision": "fp32", "device": "cpu",
                                                "seed": 42, **switches},

@@ -108,8 +108,9 @@ class TrainConfig:
     # RoBERTa families with SDPA attention; see padding_free.py). Same function; hidden-state dropout
     # masks drawn over real tokens only.
     padding_free: bool = True
-    # Native engine, CPU, not compiled: dropout masks drawn by numpy's PCG64 (seeded from torch's
-    # generator), not torch's serial CPU generator; same inverted dropout, another stream (dropout.py).
+    # Native engine, CPU, not compiled: hidden-state dropout masks (and attention-probability ones where
+    # padding_free runs) drawn by numpy's PCG64 seeded from torch's generator, not torch's serial CPU
+    # generator; same inverted dropout, another random stream (see dropout.py).
     fast_dropout: bool = True
     # Padded training: cut a batch into length-sorted chunks when it saves > N padded tokens per chunk
     # (0 = off). Padding-free training always runs one chunk (nothing padded to save in its linear layers).

@@ -1,17 +1,18 @@
 """Dropout with its random masks drawn by numpy's PCG64 instead of torch's CPU generator.
 
 torch's CPU dropout fills each mask element by element from its global Mersenne Twister
-(``bernoulli_``, serial): on an AVX2 CPU that was 8 % of a MiniLM training step, more than anything
-else outside the matrix products (benchmarks/RESULTS.md §8). numpy's PCG64 (O'Neill 2014; numpy's
-default bit generator) fills a 170k-element mask about 4x faster on the same core.
+(``bernoulli_``, serial): 7.6-8 % of a MiniLM training step on AVX2 CPUs, more than anything else
+outside the matrix products (benchmarks/RESULTS.md §8). numpy's PCG64 (O'Neill 2014; numpy's
+default bit generator) fills a 170k-element mask 4-5x faster on the same core (1.27 vs 0.29 ms
+with the seeding, AMD EPYC AVX2; inside a training step about 2x, cold caches).
 
 What is computed is torch's inverted dropout (Srivastava et al. 2014; ``at::native::_dropout_impl``):
 ``out = x * noise``, ``noise = keep / (1 - p)`` with ``keep ~ Bernoulli(1 - p)`` i.i.d., the same
 float values and the same backward (``grad * noise``). Only where ``keep`` comes from changes: one
 int64 seed per dropout call is drawn from torch's default CPU generator, and PCG64 seeded with it
-draws 32-bit words, an element kept when its word is >= ``round(p * 2**32)`` (so ``P(drop)`` equals
-``p`` to 2**-32). torch's generator stays the only random state: a checkpoint's saved RNG state,
-GradCache's replay of a chunk's dropout (``gradcache.RandContext``) and a resumed run reproduce
+(and, on ranks > 0, the rank) draws 32-bit words, an element kept when its word is
+>= ``round(p * 2**32)`` (so ``P(drop)`` equals ``p`` to 2**-32). torch's generator stays the only random state: a checkpoint's saved RNG state,
+GradCache's replay of a chunk's dropout (``gradcache.RngState``) and a resumed run reproduce
 these masks exactly as they reproduced torch's.
 
 Used on CPU only (``train.fast_dropout``): on a GPU torch's fused dropout kernel is already fast and
@@ -34,12 +35,23 @@ _SEED_RANGE = 2 ** 62
 
 def keep_mask(shape: tuple[int, ...] | torch.Size, p: float) -> torch.Tensor:
     """A bool CPU tensor of ``shape``, each element True (kept) with probability ``1 - p``
-    (0 < p < 1), independently; deterministic given torch's default CPU generator state, from which
-    it draws one seed."""
+    (0 < p < 1), independently; deterministic given torch's default CPU generator state (one seed
+    drawn from it per call) and this process's distributed rank (mixed into the seed, so that ranks
+    seeded alike, as every rank is, do not draw the same masks call for call)."""
     n = int(np.prod(shape, dtype=np.int64))
-    seed = int(torch.randint(0, _SEED_RANGE, ()))
-    words = np.random.PCG64(seed).random_raw((n + 1) // 2).view(np.uint32)[:n]  # two 32-bit words per draw
+    if n == 0:  # as torch: nothing drawn for an empty tensor
+        return torch.ones(shape, dtype=torch.bool)
+    seed = int(torch.randint(0, _SEED_RANGE, (), generator=torch.default_generator))
+    rank = _rank()
+    generator = np.random.PCG64(seed if rank == 0 else [seed, rank])
+    words = generator.random_raw((n + 1) // 2).view(np.uint32)[:n]  # two 32-bit words per 64-bit draw
     return torch.from_numpy(words >= round(p * _WORD_RANGE)).view(shape)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -58,7 +70,8 @@ def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 class PCG64Dropout(nn.Dropout):
     """``nn.Dropout`` whose masks come from :func:`keep_mask` (same ``p``, same train/eval
-    behaviour, no weights). ``inplace`` is not supported: the output is always a new tensor."""
+    behaviour, no weights). ``inplace`` is not supported: the output is always a new tensor. Hooks
+    registered on the module it replaced do not carry over."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return dropout(x, self.p) if self.training else x
@@ -78,8 +91,8 @@ def enable(encoder: nn.Module) -> int:
 
 
 def active(encoder: nn.Module) -> bool:
-    """Whether ``encoder`` holds a :class:`PCG64Dropout` (i.e. :func:`enable` ran and found dropout)."""
-    return any(isinstance(m, PCG64Dropout) for m in encoder.modules())
+    """Whether ``encoder`` holds a :class:`PCG64Dropout` that drops anything (``p`` > 0)."""
+    return any(isinstance(m, PCG64Dropout) and m.p > 0 for m in encoder.modules())
 
 
 def disable(encoder: nn.Module) -> None:
@@ -88,4 +101,5 @@ def disable(encoder: nn.Module) -> None:
                if isinstance(child, PCG64Dropout) and "replaced" in child.__dict__]
     for parent, name, child in targets:
         child.replaced.train(child.training)
+        child.replaced.p = child.p  # a p changed meanwhile stays changed
         setattr(parent, name, child.replaced)

@@ -101,14 +101,23 @@ def packed_attention(module, query, key, value, attention_mask, scaling=None, dr
 
 
 def _attention_with_pcg64_dropout(q, k, v, key_mask, scaling, p):
-    """SDPA's own CPU path when dropout is on (``at::_scaled_dot_product_attention_math``: q and k
-    each scaled by sqrt(scale), the bool mask added as 0 / -inf, softmax, dropout, times v), with
-    the dropout mask from :func:`sbert_nli.dropout.keep_mask` instead of torch's generator.
-    ``[B, h, L, d]`` in and out; ``key_mask`` bool ``[B, 1, 1, L]``."""
-    root = math.sqrt(scaling if scaling is not None else 1.0 / math.sqrt(q.shape[-1]))
-    scores = torch.matmul(q * root, k.transpose(-2, -1) * root)
-    scores = scores.masked_fill(~key_mask, float("-inf"))
-    return torch.matmul(pcg64_dropout(torch.softmax(scores, dim=-1), p), v)
+    """SDPA's own CPU path when dropout is on (``at::_scaled_dot_product_attention_math``: half
+    precision inputs upcast to fp32, q and k each scaled by sqrt(scale), the bool mask added as
+    0 / -inf, softmax, dropout, times v, the result cast back), with the dropout mask from
+    :func:`sbert_nli.dropout.keep_mask` instead of torch's generator. ``[B, h, L, d]`` in and out;
+    ``key_mask`` bool ``[B, 1, 1, L]`` with at least one real key per row (a fully masked row would
+    give NaN here, 0 in torch's ``_safe_softmax``: padded batches never have one). Raises ValueError
+    for a negative ``scaling``."""
+    scale = scaling if scaling is not None else 1.0 / math.sqrt(q.shape[-1])
+    if scale < 0:
+        raise ValueError(f"packed attention needs a non-negative scaling, got {scale}")
+    root = math.sqrt(scale)
+    with torch.autocast(q.device.type, enabled=False):  # autocast would run the matmuls and softmax in bf16
+        qf, kf, vf = (x.float() if x.dtype in (torch.float16, torch.bfloat16) else x for x in (q, k, v))
+        scores = torch.matmul(qf * root, kf.transpose(-2, -1) * root)
+        scores = scores.masked_fill(~key_mask, float("-inf"))
+        out = torch.matmul(pcg64_dropout(torch.softmax(scores, dim=-1), p), vf)
+    return out.to(q.dtype)
 
 
 def token_embeddings(transformer, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

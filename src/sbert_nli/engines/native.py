@@ -190,7 +190,7 @@ def cached_optimiser_step(run: Run, index: np.ndarray) -> StepResult:
     part = np.array_split(index, d.world)[d.rank]
     weight = len(part) * d.world / len(index)
     chunks, positions, labels, tokens = make_batch(run.examples, part, t.dedup_batch, run.device,
-                                                   split_cost(run), n_chunks=t.grad_accum,
+                                                   split_cost(run, t.grad_accum), n_chunks=t.grad_accum,
                                                    pad_multiple=t.pad_to_multiple_of)
     objective = run.model.module if d.world > 1 else run.model
 
@@ -209,11 +209,16 @@ def cached_optimiser_step(run: Run, index: np.ndarray) -> StepResult:
     return StepResult(loss.float() * weight / d.world, len(part), tokens)
 
 
-def split_cost(run: Run) -> int:
-    """``train.split_padding_cost``, or 0 (one chunk) when the encoder trains padding-free: splitting
-    only saves padded rows of the linear layers, which the packed forward never computes, and each
-    extra chunk costs its own kernel calls, dropout draws and weight-gradient sums (RESULTS.md §8)."""
-    return 0 if run.encoder.padding_free else run.config.train.split_padding_cost
+def split_cost(run: Run, n_chunks: int = 1) -> int:
+    """The ``split_cost`` for ``collate``: ``train.split_padding_cost`` when training padded. Padding-
+    free, a step's rows are not split (splitting saves padded rows of the linear layers, which the
+    packed forward never computes, and each extra chunk costs its own kernel calls, dropout draws and
+    weight-gradient sums: one chunk measured +4.5 % on MiniLM, RESULTS.md §8); the K chunks of a
+    GradCache step (``n_chunks`` > 1) are still cut from length-sorted rows (a cost no split can
+    pay for sorts and never cuts), so each chunk's attention pads to its own longest row."""
+    if not run.encoder.padding_free:
+        return run.config.train.split_padding_cost
+    return 0 if n_chunks == 1 else 2 ** 40
 
 
 def _apply_gradients(run: Run) -> None:
@@ -501,7 +506,11 @@ def _check_resume_config(saved: dict, current: dict, found: Path) -> None:
     if older:  # all of them in one message: an old checkpoint usually lacks every newer key
         ran = ", ".join(f"{name} (it ran with {json.dumps(old)}, this run has {json.dumps(now)})" for name, old, now in older)
         flags = " ".join(f"--set {name}={json.dumps(old)}" for name, old, _ in older)
-        raise SbertNliError(f"checkpoint {found} predates {ran}; resume with {flags}")
+        note = ""
+        if saved.get("train", {}).get("padding_free") and "fast_dropout" not in saved.get("train", {}):
+            note = (" (its padding-free steps ran in length-sorted chunks, this version runs one chunk: the resumed"
+                    " steps draw their dropout masks differently, same function)")
+        raise SbertNliError(f"checkpoint {found} predates {ran}; resume with {flags}{note}")
     for section, values in saved.items():
         for key, value in values.items():
             if key in RESUME_FREE_KEYS:
