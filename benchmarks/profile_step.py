@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 
@@ -98,19 +99,26 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     if args.isa and torch.backends.cpu.get_cpu_capability() != args.isa.upper():
         sys.exit(f"error: --isa {args.isa}: torch dispatches {torch.backends.cpu.get_cpu_capability()}")
-    run = build_run(args)
+    from sbert_nli.errors import SbertNliError
+
+    try:
+        run = build_run(args)
+    except (SbertNliError, ValueError) as exc:  # a bad --set: one line and exit 2, as sbert-nli train
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
     prof = profile(run, args.warmup, args.steps)
     events = prof.key_averages()
     matmul, total = matmul_share(events)
     features = hardware_features()
     print(f"\nper-op profile, {args.model}, batch {args.batch_size}, precision {run.precision}, {args.steps} steps after "
-          f"{args.warmup} warm-up; {isa_label(args.isa)}")
+          f"{args.warmup} warm-up; {isa_label(args.isa)}" + (f"; --set {' '.join(args.set)}" if args.set else ""))
     print(describe_features(features))
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
     print(f"self CPU time per step: {total / args.steps * 1e3:.0f} ms; dense matmul ({', '.join(MATMUL_OPS[:4])}, "
           f"mkldnn/mkl linear, CPU flash attention): {matmul / total:.0%}; everything else: {1 - matmul / total:.0%}")
     top = sorted(events, key=lambda e: -e.self_cpu_time_total)[:args.rows]
-    write_json(f"profile_step_{args.model}{'_' + args.isa if args.isa else ''}.json", {
+    suffix = "".join("_" + re.sub(r"[^A-Za-z0-9.]+", "-", item) for item in args.set)  # one file per switch setting
+    write_json(f"profile_step_{args.model}{'_' + args.isa if args.isa else ''}{suffix}.json", {
         "args": vars(args), "features": features, "precision": run.precision, "matmul_share": matmul / total,
         "self_cpu_ms_per_step": total / args.steps * 1e3,
         "top": [{"op": e.key, "self_cpu_ms": e.self_cpu_time_total / 1e3, "calls": e.count} for e in top]})

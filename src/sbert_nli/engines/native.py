@@ -335,7 +335,10 @@ def setup(config: RunConfig, output: str | Path, overwrite: bool = False, resume
     if fast_dropout_applies(t, device):
         from sbert_nli import dropout
 
-        dropout.enable(encoder)
+        if dropout.enable(encoder) and dist_info.main:
+            log.info("dropout masks from numpy's PCG64 (train.fast_dropout=false for torch's generator)")
+    elif t.fast_dropout and dist_info.main:
+        log.info("fast dropout off: %s (torch's dropout)", "compiled" if t.compile else f"device {device.type}")
     loss_fn, model = _build_objective(config, encoder, device, dist_info)
     if dist_info.main:
         log.info("examples: %s; %d sentence(s) truncated to %d tokens", examples.note, examples.store.truncated,
@@ -518,7 +521,8 @@ def _check_resume_config(saved: dict, current: dict, found: Path) -> None:
             now = current.get(section, {}).get(key)
             if now != value:
                 raise SbertNliError(f"checkpoint {found} was written with {section}.{key}={json.dumps(value, default=str)}, this run "
-                                    f"has {json.dumps(now, default=str)}; resume with the same settings (they are in its state.json)")
+                                    f"has {json.dumps(now, default=str)}; resume with the same settings (--set {section}.{key}="
+                                    f"{json.dumps(value, default=str)}; all of them are in its state.json)")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
