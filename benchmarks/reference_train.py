@@ -69,7 +69,9 @@ def main() -> None:
     training_args = SentenceTransformerTrainingArguments(
         output_dir=args.output + "/trainer", max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
         learning_rate=2e-5, warmup_steps=0.1, weight_decay=0.01, bf16=bf16, optim="adamw_torch_fused",
-        use_cpu=not torch.cuda.is_available(),  # transformers refuses bf16 without a GPU unless told the CPU is meant
+        # bf16 without CUDA means the CPU's (bf16_native): transformers refuses it unless told the CPU is meant;
+        # otherwise it picks the device itself (CUDA, MPS, XPU) as before.
+        use_cpu=bf16 and not torch.cuda.is_available(),
         save_strategy="no", logging_steps=max(1, args.max_steps), report_to="none", disable_tqdm=True, seed=42)
     trainer = SentenceTransformerTrainer(model=model, args=training_args, train_dataset=train, loss=loss)
     phases["model"] = time.perf_counter() - mark

@@ -3,6 +3,7 @@ the machines it is meant to measure reports nothing)."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ def test_reference_script_trains_on_cpu_in_each_precision(precision, minilm, dat
     sts = head(data / "stsbenchmark/normalized/sts-dev.jsonl", tmp_path / "sts.jsonl", 24)
     done = subprocess.run([sys.executable, str(REFERENCE), "--model", minilm, "--train", train, "--eval-sts", sts,
                            "--max-steps", "2", "--batch-size", "8", "--precision", precision,
-                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+                           "--output", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})  # the CPU path, also on a GPU host
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["precision"] == precision
